@@ -1,0 +1,34 @@
+# make dream: environment + weights + a dream from the built-in default input.
+# make test:  the test suite (CI runs exactly this).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SHARED_WEIGHTS := ../shared/weights/bvlc_googlenet
+OFFICIAL_CAFFEMODEL := http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel
+OFFICIAL_LABELS := https://chaosmail.github.io/caffejs/data/ilsvrc12/synset_words.txt
+# The shared per-layer files when present (this workplace, CI), else the official download.
+WEIGHTS_ARGS := $(if $(wildcard $(SHARED_WEIGHTS)/weights),--source=$(SHARED_WEIGHTS),--source=$(OFFICIAL_CAFFEMODEL) --labels=$(OFFICIAL_LABELS))
+
+.PHONY: env weights dream test bench clean
+
+env: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+weights: weights/manifest.json
+weights/manifest.json: | $(VENV)/.installed
+	$(PY) scripts/convert_weights.py $(WEIGHTS_ARGS) --out=weights
+
+dream: env weights
+	$(PY) scripts/dream.py --output=outputs/dream.png
+
+test: env
+	$(PY) -m pytest -q tests
+
+bench: env weights
+	$(PY) scripts/benchmark.py --out=bench/results
+
+clean:
+	rm -rf $(VENV) weights/*.safetensors weights/manifest.json weights/synset_words.txt weights/downloads outputs

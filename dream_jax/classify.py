@@ -1,0 +1,38 @@
+"""ImageNet top-k classification with the converted GoogLeNet."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+from PIL import Image
+
+from dream_jax import googlenet, preprocess
+
+SHORT_SIDE = 256
+
+
+def center_crop_input(rgb: np.ndarray) -> np.ndarray:
+    """224x224 goes in untouched; otherwise shorter side -> 256, centre crop 224."""
+    size = googlenet.INPUT_SIZE
+    height, width = rgb.shape[:2]
+    if (height, width) == (size, size):
+        return rgb
+    scale = SHORT_SIDE / min(height, width)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR))
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return resized[top:top + size, left:left + size]
+
+
+@functools.partial(jax.jit)
+def _probabilities(params, images):
+    return googlenet.apply(params, images, ("prob",))["prob"]
+
+
+def classify(params, rgb: np.ndarray, labels: list[str], top_k: int = 5) -> list[dict]:
+    """[{"index", "label", "prob"}] for the top_k classes, most probable first."""
+    image = preprocess.to_model(center_crop_input(rgb))[None]
+    probs = np.asarray(_probabilities(params, image))[0]
+    top = np.argsort(-probs, kind="stable")[:top_k]
+    return [{"index": int(i), "label": labels[i], "prob": float(probs[i])} for i in top]

@@ -1,0 +1,42 @@
+"""Running absl scripts so that user mistakes are one line, never a traceback.
+
+A `UserError` (bad image, flag value, weights) prints `error: <message>` on
+stderr and exits 1; a flag that fails to parse prints one line and exits 2.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from absl import app, flags, logging
+
+from dream_jax.errors import UserError
+
+
+def fail(message: str, code: int = 1):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(str(e).splitlines()[0], code=2)
+
+
+def run(main: Callable[[], None]) -> None:
+    """Parse flags, call main(); positional arguments are refused."""
+    def wrapped(argv: list[str]) -> None:
+        if len(argv) > 1:
+            fail(f"unexpected positional arguments {argv[1:]}; every option is a --flag", code=2)
+        if not flags.FLAGS["verbosity"].present:  # keep JAX's backend chatter off stderr
+            logging.set_verbosity(logging.WARNING)
+        try:
+            main()
+        except UserError as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+
+    app.run(wrapped, flags_parser=_parse_flags)

@@ -1,0 +1,194 @@
+"""BVLC GoogLeNet (the DeepDream network) in Flax, with Caffe's exact semantics.
+
+Architecture only: no I/O. Layout is NHWC; a conv kernel is (kH, kW, in, out).
+Layer (tap) names are Caffe's blob names from `deploy.prototxt`, so a ReLU'd
+conv is tapped under the conv's own name, as in Caffe's in-place ReLU. The
+network stops after the deepest requested tap: nothing above it is computed.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Iterator, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# name: (1x1, 3x3_reduce, 3x3, 5x5_reduce, 5x5, pool_proj) output channels.
+INCEPTION = {
+    "inception_3a": (64, 96, 128, 16, 32, 32),
+    "inception_3b": (128, 128, 192, 32, 96, 64),
+    "inception_4a": (192, 96, 208, 16, 48, 64),
+    "inception_4b": (160, 112, 224, 24, 64, 64),
+    "inception_4c": (128, 128, 256, 24, 64, 64),
+    "inception_4d": (112, 144, 288, 32, 64, 64),
+    "inception_4e": (256, 160, 320, 32, 128, 128),
+    "inception_5a": (256, 160, 320, 32, 128, 128),
+    "inception_5b": (384, 192, 384, 48, 128, 128),
+}
+# The stride-2 max-pool that comes before each of these blocks.
+POOL_BEFORE = {"inception_4a": "pool3/3x3_s2", "inception_5a": "pool4/3x3_s2"}
+_BRANCHES = ("1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5", "pool", "pool_proj", "output")
+
+LAYERS: tuple[str, ...] = (
+    "conv1/7x7_s2", "pool1/3x3_s2", "pool1/norm1",
+    "conv2/3x3_reduce", "conv2/3x3", "conv2/norm2", "pool2/3x3_s2",
+    *(layer for block in INCEPTION for layer in (
+        ([POOL_BEFORE[block]] if block in POOL_BEFORE else [])
+        + [f"{block}/{branch}" for branch in _BRANCHES])),
+    "pool5/7x7_s1", "loss3/classifier", "prob",
+)
+NUM_CLASSES = 1000
+INPUT_SIZE = 224  # classification size; the convolutional taps take any size
+
+
+def max_pool_ceil(x: jax.Array, window: int, stride: int, pad: int = 0) -> jax.Array:
+    """Caffe max-pooling: output size rounds *up*, so the right/bottom edge gets
+    extra -inf padding; a window may not start inside the right padding."""
+    def pads(n: int) -> tuple[int, int]:
+        out = math.ceil((n + 2 * pad - window) / stride) + 1
+        if pad and (out - 1) * stride >= n + pad:
+            out -= 1
+        return pad, (out - 1) * stride + window - n - pad
+
+    return lax.reduce_window(
+        x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1),
+        ((0, 0), pads(x.shape[1]), pads(x.shape[2]), (0, 0)))
+
+
+def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,
+                        beta: float = 0.75, k: float = 1.0) -> jax.Array:
+    """Caffe's cross-channel LRN: x / (k + alpha/size * sum_window x^2) ** beta.
+
+    The channel-window sum is a matmul with a banded 0/1 matrix: one GEMM that
+    XLA fuses well on every backend, unlike a reduce_window over channels."""
+    channels = x.shape[-1]
+    idx = jnp.arange(channels)
+    band = (jnp.abs(idx[:, None] - idx[None, :]) <= size // 2).astype(x.dtype)
+    window_sum = jnp.einsum("...c,cd->...d", x * x, band,
+                            precision=lax.Precision.HIGHEST)
+    scale = k + (alpha / size) * window_sum
+    return x * lax.rsqrt(scale) * lax.rsqrt(lax.sqrt(scale))  # scale ** -0.75
+
+
+class GoogLeNet(nn.Module):
+    """The main tower of BVLC GoogLeNet (no auxiliary heads, dropout is a no-op)."""
+
+    @nn.compact
+    def __call__(self, images: jax.Array, taps: Sequence[str]) -> dict[str, jax.Array]:
+        """images: (N, H, W, 3) in model space (see preprocess). Returns {tap: activation}."""
+        wanted = set(taps)
+        unknown = wanted - set(LAYERS)
+        if unknown:
+            raise ValueError(f"unknown layer(s) {sorted(unknown)}; valid: {', '.join(LAYERS)}")
+        found = {}
+        for name, value in self._blobs(images):
+            if name in wanted:
+                found[name] = value
+                if len(found) == len(wanted):
+                    break
+        return found
+
+    def _conv(self, x, features, kernel, name, stride=1, pad=0):
+        conv = nn.Conv(features, (kernel, kernel), strides=stride,
+                       padding=((pad, pad), (pad, pad)), name=name)
+        return nn.relu(conv(x))
+
+    def _inception(self, block: str, x) -> Iterator[tuple[str, jax.Array]]:
+        n1, n3r, n3, n5r, n5, npool = INCEPTION[block]
+        b1 = self._conv(x, n1, 1, f"{block}/1x1")
+        yield f"{block}/1x1", b1
+        b3r = self._conv(x, n3r, 1, f"{block}/3x3_reduce")
+        yield f"{block}/3x3_reduce", b3r
+        b3 = self._conv(b3r, n3, 3, f"{block}/3x3", pad=1)
+        yield f"{block}/3x3", b3
+        b5r = self._conv(x, n5r, 1, f"{block}/5x5_reduce")
+        yield f"{block}/5x5_reduce", b5r
+        b5 = self._conv(b5r, n5, 5, f"{block}/5x5", pad=2)
+        yield f"{block}/5x5", b5
+        pooled = max_pool_ceil(x, 3, 1, pad=1)
+        yield f"{block}/pool", pooled
+        proj = self._conv(pooled, npool, 1, f"{block}/pool_proj")
+        yield f"{block}/pool_proj", proj
+        out = jnp.concatenate([b1, b3, b5, proj], axis=-1)
+        yield f"{block}/output", out
+        return out
+
+    def _blobs(self, x) -> Iterator[tuple[str, jax.Array]]:
+        """Every blob of the network in Caffe's order; consumers stop early."""
+        x = self._conv(x, 64, 7, "conv1/7x7_s2", stride=2, pad=3)
+        yield "conv1/7x7_s2", x
+        x = max_pool_ceil(x, 3, 2)
+        yield "pool1/3x3_s2", x
+        x = local_response_norm(x)
+        yield "pool1/norm1", x
+        x = self._conv(x, 64, 1, "conv2/3x3_reduce")
+        yield "conv2/3x3_reduce", x
+        x = self._conv(x, 192, 3, "conv2/3x3", pad=1)
+        yield "conv2/3x3", x
+        x = local_response_norm(x)
+        yield "conv2/norm2", x
+        x = max_pool_ceil(x, 3, 2)
+        yield "pool2/3x3_s2", x
+        for block in INCEPTION:
+            if block in POOL_BEFORE:
+                x = max_pool_ceil(x, 3, 2)
+                yield POOL_BEFORE[block], x
+            x = yield from self._inception(block, x)
+        x = nn.avg_pool(x, (7, 7), strides=(1, 1))
+        yield "pool5/7x7_s1", x
+        # The classifier is applied at every pool5 position and averaged: at
+        # 224x224 pool5 is 1x1 and this is exactly Caffe's InnerProduct; larger
+        # inputs get the fully-convolutional generalisation (class objectives).
+        logits = nn.Dense(NUM_CLASSES, name="loss3/classifier")(x).mean(axis=(1, 2))
+        yield "loss3/classifier", logits
+        yield "prob", jax.nn.softmax(logits, axis=-1)
+
+
+MODEL = GoogLeNet()
+
+
+def apply(params, images: jax.Array, taps: Sequence[str]) -> dict[str, jax.Array]:
+    """Pure forward pass: (params, images (N,H,W,3) model space, taps) -> {tap: array}."""
+    return MODEL.apply({"params": params}, images, tuple(taps))
+
+
+@functools.cache
+def abstract_params():
+    """The parameter pytree as ShapeDtypeStructs (no memory, no weights)."""
+    init = functools.partial(MODEL.init, taps=("prob",))
+    image = jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
+    return jax.eval_shape(init, jax.random.PRNGKey(0), image)["params"]
+
+
+def param_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
+    """{layer: {"kernel": shape, "bias": shape}} for every learned layer, in order."""
+    return {layer: {k: tuple(v.shape) for k, v in leaves.items()}
+            for layer, leaves in abstract_params().items()}
+
+
+def layer_shapes(height: int, width: int, params=None) -> dict[str, tuple[int, ...] | None]:
+    """{tap: (H, W, C) or (classes,)} for one image of this size; None where the
+    image is too small for that layer (a size Caffe would also reject)."""
+    params = abstract_params() if params is None else params
+    def trace(taps):
+        image = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
+        out = jax.eval_shape(functools.partial(apply, taps=taps), params, image)
+        return {tap: tuple(out[tap].shape[1:]) for tap in taps}
+
+    try:
+        shapes = trace(LAYERS)
+    except (TypeError, ValueError):  # too small somewhere: find where, layer by layer
+        shapes = {}
+        for tap in LAYERS:
+            try:
+                shapes.update(trace((tap,)))
+            except (TypeError, ValueError):
+                break
+    result, too_small = {}, False
+    for tap in LAYERS:  # every layer depends on the one before: once empty, all empty
+        too_small = too_small or tap not in shapes or not all(d > 0 for d in shapes[tap])
+        result[tap] = None if too_small else shapes[tap]
+    return result

@@ -1,0 +1,116 @@
+"""Reading any image a user has, and writing PNGs that are never half-written.
+
+`read_image` accepts every mode Pillow decodes (grayscale, palette, RGBA/LA,
+CMYK, 16-bit, EXIF-rotated: pixels come back in displayed orientation;
+animated files: the first frame) and returns uint8 RGB plus the alpha channel,
+if any, so callers can re-attach it. Problems become one-line `ImageError`s
+naming the file. The pixel count is checked from the header, before decoding,
+against `max_pixels` (decompression bombs).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from dream_jax.errors import ImageError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def _to_rgb_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16/32-bit grey: scale, don't clip
+        grey = np.asarray(img).astype(np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or grey.max() > 255 else 255.0
+        grey = np.clip(np.rint(grey * 255.0 / peak), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1), None
+    if img.mode == "F":
+        grey = np.clip(np.rint(np.nan_to_num(np.asarray(img))), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1), None
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = np.asarray(img.convert("RGBA"))
+        return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+    return np.asarray(img.convert("RGB")), None
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(uint8 RGB (H, W, 3), uint8 alpha (H, W) or None) in displayed orientation."""
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, not an image file")
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # our own pixel limit replaces Pillow's warning
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(path) as img:
+                    width, height = img.size
+                    if width * height > max_pixels:
+                        raise ImageError(f"{path}: {width}x{height} is {width * height:,} pixels, "
+                                         f"over the limit of {max_pixels:,} (raise --max_pixels "
+                                         f"if you trust this file)")
+                    if width < 1 or height < 1:
+                        raise ImageError(f"{path}: image has no pixels ({width}x{height})")
+                    img.seek(0)
+                    img.load()
+                    img = ImageOps.exif_transpose(img)
+                    return _to_rgb_and_alpha(img)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+    except ImageError:
+        raise
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image Pillow can read (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"{path}: corrupt or truncated image ({reason})") from None
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None = None,
+              metadata: dict[str, str] | None = None) -> None:
+    """Write uint8 RGB (+ alpha) as PNG with text metadata: temp file, fsync, rename."""
+    path = Path(path)
+    info = PngImagePlugin.PngInfo()
+    for key, value in (metadata or {}).items():
+        info.add_itxt(key, value)
+    pixels = rgb if alpha is None else np.dstack([rgb, alpha])
+    image = Image.fromarray(np.ascontiguousarray(pixels), "RGB" if alpha is None else "RGBA")
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot write output ({os.strerror(e.errno or errno.EIO)})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=info)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise ImageError(f"{path}: cannot write output ({e.strerror or e})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The text chunks of a PNG written by `write_png`."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return dict(getattr(img, "text", {}))
+    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        raise ImageError(f"{path}: cannot read PNG metadata ({e})") from None
