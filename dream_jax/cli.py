@@ -5,8 +5,12 @@ stderr and exits 1; a flag that fails to parse prints one line and exits 2.
 """
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Callable
+
+import jax
 
 from absl import app, flags, logging
 
@@ -25,6 +29,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
         fail(str(e).splitlines()[0], code=2)
 
 
+def enable_compilation_cache() -> None:
+    """Reuse compiled dream steps across runs ($DREAM_JAX_CACHE, default ~/.cache/dream_jax)."""
+    folder = os.environ.get("DREAM_JAX_CACHE") or str(Path.home() / ".cache" / "dream_jax" / "jax")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def run(main: Callable[[], None]) -> None:
     """Parse flags, call main(); positional arguments are refused."""
     def wrapped(argv: list[str]) -> None:
@@ -32,6 +44,7 @@ def run(main: Callable[[], None]) -> None:
             fail(f"unexpected positional arguments {argv[1:]}; every option is a --flag", code=2)
         if not flags.FLAGS["verbosity"].present:  # keep JAX's backend chatter off stderr
             logging.set_verbosity(logging.WARNING)
+        enable_compilation_cache()
         try:
             main()
         except UserError as e:

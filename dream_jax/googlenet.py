@@ -169,10 +169,11 @@ def param_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
             for layer, leaves in abstract_params().items()}
 
 
-def layer_shapes(height: int, width: int, params=None) -> dict[str, tuple[int, ...] | None]:
+@functools.lru_cache(maxsize=512)
+def layer_shapes(height: int, width: int) -> dict[str, tuple[int, ...] | None]:
     """{tap: (H, W, C) or (classes,)} for one image of this size; None where the
     image is too small for that layer (a size Caffe would also reject)."""
-    params = abstract_params() if params is None else params
+    params = abstract_params()
     def trace(taps):
         image = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
         out = jax.eval_shape(functools.partial(apply, taps=taps), params, image)

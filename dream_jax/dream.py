@@ -1,0 +1,235 @@
+"""DeepDream: the original notebook's algorithm, with jit and vmap.
+
+    make_step:  roll by a random jitter, gradient of the objective w.r.t. the
+                image, normalise it (mean |g|, or std), step, roll back, clip.
+    deepdream:  an `octave_n`-level pyramid scaled by `octave_scale`; dream
+                from the smallest level up, carrying the *detail* (dreamed
+                minus original at that level) to the next.
+
+One octave's `iter_n` steps for a whole batch are a single compiled call
+(`dream_octave`: a `lax.scan` over steps of a `vmap`ped step), so there is no
+Python loop and no host round-trip per step. Each image carries its own PRNG
+key and objective weights, so N images x M objectives dream in one call and a
+batch gives the same pixels as the same images dreamed one by one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax import lax
+
+from dream_jax import googlenet, objectives, preprocess
+from dream_jax.errors import UserError
+
+NORMALIZERS = ("mean_abs", "std")
+_EPS = 1e-8
+
+
+@dataclasses.dataclass(frozen=True)
+class DreamConfig:
+    """The notebook's knobs; defaults are the notebook's."""
+    octave_n: int = 4
+    octave_scale: float = 1.4
+    iter_n: int = 10
+    step_size: float = 1.5
+    jitter: int = 32
+    tile_size: int = 512
+    normalize: str = "mean_abs"
+
+    def validate(self) -> "DreamConfig":
+        checks = [
+            (self.octave_n >= 1, f"octave_n must be >= 1, got {self.octave_n}"),
+            (math.isfinite(self.octave_scale) and self.octave_scale > 1,
+             f"octave_scale must be a finite number > 1, got {self.octave_scale}"),
+            (self.iter_n >= 1, f"iter_n (steps) must be >= 1, got {self.iter_n}"),
+            (math.isfinite(self.step_size) and self.step_size > 0,
+             f"step_size must be a finite number > 0, got {self.step_size}"),
+            (self.jitter >= 0, f"jitter must be >= 0, got {self.jitter}"),
+            (self.tile_size >= 64, f"tile_size must be >= 64, got {self.tile_size}"),
+            (self.normalize in NORMALIZERS,
+             f"normalize must be one of {', '.join(NORMALIZERS)}, got {self.normalize!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        return self
+
+
+def octave_shapes(height: int, width: int, octave_n: int, octave_scale: float
+                  ) -> list[tuple[int, int]]:
+    """Pyramid sizes, full size first, each level 1/octave_scale of the one before."""
+    shapes = [(height, width)]
+    for _ in range(octave_n - 1):
+        h, w = shapes[-1]
+        shapes.append((max(1, round(h / octave_scale)), max(1, round(w / octave_scale))))
+    return shapes
+
+
+def fits_network(height: int, width: int, layers: Sequence[str]) -> bool:
+    """Whether an image of this size reaches the deepest of `layers`."""
+    return not layers or googlenet.layer_shapes(height, width)[layers[-1]] is not None
+
+
+# --- one step (per image; vmapped over the batch) ---
+
+def _objective_value(params, image, weights, data, terms):
+    taps = objectives.Objective(terms, (1.0,) * len(terms)).layers
+    acts = googlenet.apply(params, image[None], taps)
+    return objectives.evaluate(terms, weights, {k: v[0] for k, v in acts.items()}, data)
+
+
+def _tile_starts(size: int, tile: int) -> list[tuple[int, int, int]]:
+    """(start, own_begin, own_end) per tile: full-size tiles, the last one shifted
+    back inside the image; each pixel's gradient comes from exactly one tile."""
+    return [(min(i * tile, size - tile), i * tile, min((i + 1) * tile, size))
+            for i in range(math.ceil(size / tile))]
+
+
+def _gradient(params, image, weights, data, key, terms, tile_size):
+    """d objective / d image; over fixed-size tiles (one at a time, bounded memory)
+    when the image is larger than a tile, with a random roll to hide the seams."""
+    grad_fn = jax.grad(_objective_value, argnums=1)
+    height, width = image.shape[:2]
+    if height <= tile_size and width <= tile_size:
+        return grad_fn(params, image, weights, data, terms)
+    th, tw = min(tile_size, height), min(tile_size, width)
+    shift = jax.random.randint(key, (2,), 0, jnp.array([th, tw]))
+    rolled = jnp.roll(image, (shift[0], shift[1]), axis=(0, 1))
+    starts = jnp.array([(y0, x0, oy0, oy1, ox0, ox1)
+                        for y0, oy0, oy1 in _tile_starts(height, th)
+                        for x0, ox0, ox1 in _tile_starts(width, tw)], jnp.int32)
+
+    def accumulate(total, s):
+        y0, x0, oy0, oy1, ox0, ox1 = s[0], s[1], s[2], s[3], s[4], s[5]
+        tile = lax.dynamic_slice(rolled, (y0, x0, 0), (th, tw, 3))
+        g = grad_fn(params, tile, weights, data, terms)
+        rows, cols = y0 + jnp.arange(th), x0 + jnp.arange(tw)
+        own = (((rows >= oy0) & (rows < oy1))[:, None] & ((cols >= ox0) & (cols < ox1))[None, :])
+        current = lax.dynamic_slice(total, (y0, x0, 0), (th, tw, 3))
+        return lax.dynamic_update_slice(total, current + g * own[..., None], (y0, x0, 0)), None
+
+    total, _ = lax.scan(accumulate, jnp.zeros_like(rolled), starts)
+    return jnp.roll(total, (-shift[0], -shift[1]), axis=(0, 1))
+
+
+def _normalize(g, how: str):
+    scale = jnp.mean(jnp.abs(g)) if how == "mean_abs" else jnp.std(g)
+    return g / (scale + _EPS)  # a zero gradient stays zero instead of 0/0 = NaN
+
+
+def make_step(params, image, weights, data, key, terms, config: DreamConfig):
+    """One gradient-ascent step on one image (H, W, 3) in model space."""
+    jitter_key, tile_key = jax.random.split(key)
+    offset = jax.random.randint(jitter_key, (2,), -config.jitter, config.jitter + 1)
+    image = jnp.roll(image, (offset[0], offset[1]), axis=(0, 1))
+    g = _gradient(params, image, weights, data, tile_key, terms, config.tile_size)
+    image = image + config.step_size * _normalize(g, config.normalize)
+    image = jnp.roll(image, (-offset[0], -offset[1]), axis=(0, 1))
+    image = jnp.nan_to_num(image)  # never let a NaN reach the output
+    return jnp.clip(image, -preprocess.MEAN_BGR, 255.0 - preprocess.MEAN_BGR)
+
+
+@functools.partial(jax.jit, static_argnames=("terms", "config"))
+def dream_octave(params, images, weights, data, keys, terms, config: DreamConfig):
+    """`config.iter_n` steps on a batch: images (B, H, W, 3), weights (B, T),
+    keys (B, 2) -- one compiled call, steps inside a lax.scan."""
+    step_keys = jax.vmap(lambda k: jax.random.split(k, config.iter_n))(keys).swapaxes(0, 1)
+    step = jax.vmap(functools.partial(make_step, terms=terms, config=config),
+                    in_axes=(None, 0, 0, None, 0))
+
+    def body(images, keys_now):
+        return step(params, images, weights, data, keys_now), None
+
+    images, _ = lax.scan(body, images, step_keys)
+    return images
+
+
+@functools.partial(jax.jit, static_argnames=("shape",))
+def _resize(images, shape):
+    return jax.image.resize(images, (images.shape[0], *shape, images.shape[-1]), "linear")
+
+
+def guide_data(params, guide_rgb: np.ndarray | None, terms) -> dict:
+    """{str(term): guide features (M, C)} for every Guide term, from the guide image
+    at its own size (as the original notebook does)."""
+    data = {}
+    for term in terms:
+        if isinstance(term, objectives.Guide):
+            if guide_rgb is None:
+                raise UserError(f"{term} needs a guide image (--guide)")
+            h, w = guide_rgb.shape[:2]
+            if not fits_network(h, w, (term.layer,)):
+                raise UserError(f"guide image {w}x{h} is too small for {term.layer}")
+            acts = googlenet.apply(params, preprocess.to_model(guide_rgb)[None], (term.layer,))
+            data[str(term)] = acts[term.layer][0].reshape(-1, acts[term.layer].shape[-1])
+    return data
+
+
+def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(),
+              keys=None, data=None, on_octave=None):
+    """The octave loop. images: (B, H, W, 3) float model space; objective_list:
+    one Objective per image (same terms are shared, weights differ); keys (B, 2).
+    Returns the dreamed batch in model space. `on_octave(i, steps)` reports progress."""
+    config.validate()
+    batch, height, width = images.shape[:3]
+    terms = objectives.union_terms(objective_list)
+    weights = jnp.asarray(objectives.weight_matrix(objective_list, terms))
+    layers = objectives.Objective(terms, (1.0,) * len(terms)).layers
+    keys = jnp.stack([jax.random.PRNGKey(0)] * batch) if keys is None else keys
+    data = {} if data is None else data
+    shapes = octave_shapes(height, width, config.octave_n, config.octave_scale)
+    if not fits_network(height, width, layers):
+        raise UserError(f"image {width}x{height} is too small for {layers[-1]}")
+    bases = [jnp.asarray(images, jnp.float32)]
+    for shape in shapes[1:]:
+        bases.append(_resize(bases[-1], shape))
+    detail = jnp.zeros_like(bases[-1])
+    for level in reversed(range(len(shapes))):
+        octave = len(shapes) - 1 - level
+        base = bases[level]
+        detail = _resize(detail, shapes[level]) if detail.shape != base.shape else detail
+        if not fits_network(*shapes[level], layers):
+            logging.warning("skipping octave %d: %dx%d is too small for %s", octave,
+                            shapes[level][1], shapes[level][0], layers[-1])
+            if on_octave:
+                on_octave(octave, 0)
+            continue
+        octave_keys = jax.vmap(lambda k: jax.random.fold_in(k, octave))(keys)
+        dreamed = dream_octave(params, base + detail, weights, data, octave_keys, terms, config)
+        detail = dreamed - base
+        if on_octave:
+            on_octave(octave, config.iter_n)
+    return bases[0] + detail
+
+
+def dream(image, objective="inception_4c/output", params=None, config: DreamConfig | None = None,
+          seed: int = 0, guide=None, on_octave=None, **overrides) -> np.ndarray:
+    """Dream on uint8 RGB image(s): (H, W, 3) -> (H, W, 3), or (N, H, W, 3) with M
+    objectives -> (N, M, H, W, 3). `overrides` are DreamConfig fields (iter_n=20)."""
+    from dream_jax import weights as weights_lib  # loaded lazily: the API works offline of disk
+    params = weights_lib.load_params() if params is None else params
+    config = dataclasses.replace(config or DreamConfig(), **overrides).validate()
+    single_image = np.ndim(image) == 3
+    images = np.asarray(image)[None] if single_image else np.asarray(image)
+    single_objective = not isinstance(objective, (list, tuple))
+    objective_list = [objectives.as_objective(o) for o in
+                      ([objective] if single_objective else objective)]
+    n, m = len(images), len(objective_list)
+    batch = np.repeat(images, m, axis=0)  # image-major: (n0,o0), (n0,o1), ...
+    per_item = [objective_list[i % m] for i in range(n * m)]
+    terms = objectives.union_terms(objective_list)
+    data = guide_data(params, None if guide is None else np.asarray(guide), terms)
+    keys = jnp.stack([jax.random.PRNGKey(seed)] * (n * m))
+    out = deepdream(params, preprocess.to_model(batch), per_item, config, keys, data, on_octave)
+    rgb = preprocess.to_uint8(preprocess.from_model(np.asarray(out)))
+    rgb = rgb.reshape(n, m, *rgb.shape[1:])
+    if single_objective:
+        rgb = rgb[:, 0]
+    return rgb[0] if single_image else rgb

@@ -1,0 +1,341 @@
+"""Composable dream objectives, in the spirit of lucid's `objectives`.
+
+An `Objective` is a weighted sum of terms; each term maps the network's
+activations for one image to one scalar. Objectives compose with `+`, `-` and
+scalar `*`:
+
+    layer("inception_4c/output") + 0.5 * channel("inception_4d/3x3_reduce", 139)
+
+Terms are small frozen (hashable) values, so the list of terms is static to
+`jax.jit`, while the weights are an array that can be vmapped: M objectives
+over the same terms dream in one compiled call. Every term averages over
+spatial positions, so weights mean the same thing at any image or tile size.
+
+Text form (flags): terms joined by `+`/`-`, each optionally `NUMBER *`:
+    LAYER                  L2 of a layer (the original DeepDream objective)
+    l2(LAYER)              the same, spelled out
+    mean(LAYER)            mean activation (the TensorFlow tutorial's loss)
+    channel(LAYER, C)      mean of channel C
+    neuron(LAYER, C[, Y, X])  channel C at one position (default: the centre)
+    class(K)               logit of ImageNet class K (loss3/classifier)
+    guide(LAYER)           best-match dot product with a guide image's features
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Mapping
+
+import jax.numpy as jnp
+import numpy as np
+
+from dream_jax import googlenet
+from dream_jax.errors import UserError
+
+CLASSIFIER = "loss3/classifier"
+
+
+class ObjectiveError(UserError, ValueError):
+    """An objective that names an unknown layer, a bad channel or bad syntax."""
+
+
+def _check_layer(layer: str) -> str:
+    if layer not in googlenet.LAYERS:
+        raise ObjectiveError(f"unknown layer {layer!r}; valid layers: {', '.join(googlenet.LAYERS)}")
+    return layer
+
+
+def _channels(layer: str) -> int:
+    shape = googlenet.layer_shapes(googlenet.INPUT_SIZE, googlenet.INPUT_SIZE)[layer]
+    return shape[-1]
+
+
+# --- terms: one scalar per image from {layer: activation (H, W, C) or (classes,)} ---
+
+@dataclasses.dataclass(frozen=True)
+class L2:
+    """0.5 * mean over positions of sum_c x^2: the original `objective_L2`."""
+    layer: str
+
+    def __call__(self, acts, data):
+        x = acts[self.layer]
+        return 0.5 * jnp.sum(x * x) / (x.size // x.shape[-1])
+
+    def __str__(self):
+        return self.layer
+
+
+@dataclasses.dataclass(frozen=True)
+class Mean:
+    """Mean activation of a layer."""
+    layer: str
+
+    def __call__(self, acts, data):
+        return jnp.mean(acts[self.layer])
+
+    def __str__(self):
+        return f"mean({self.layer})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Channel:
+    """Mean activation of one channel over all positions."""
+    layer: str
+    channel: int
+
+    def __call__(self, acts, data):
+        return jnp.mean(acts[self.layer][..., self.channel])
+
+    def __str__(self):
+        return f"channel({self.layer},{self.channel})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Neuron:
+    """One channel at one position; (y, x) are fractions of the map (0.5 = centre)."""
+    layer: str
+    channel: int
+    y: float = 0.5
+    x: float = 0.5
+
+    def __call__(self, acts, data):
+        a = acts[self.layer]
+        row = min(int(self.y * a.shape[0]), a.shape[0] - 1)
+        col = min(int(self.x * a.shape[1]), a.shape[1] - 1)
+        return a[row, col, self.channel]
+
+    def __str__(self):
+        where = "" if (self.y, self.x) == (0.5, 0.5) else f",{self.y:g},{self.x:g}"
+        return f"neuron({self.layer},{self.channel}{where})"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassLogit:
+    """Pre-softmax logit of one ImageNet class."""
+    index: int
+    layer: str = CLASSIFIER
+
+    def __call__(self, acts, data):
+        return acts[CLASSIFIER][self.index]
+
+    def __str__(self):
+        return f"class({self.index})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Guide:
+    """The original `objective_guide`: each position's features matched to the
+    most similar guide-image feature; the dot products averaged. The guide
+    features (M, C) come in `data[str(self)]`."""
+    layer: str
+
+    def __call__(self, acts, data):
+        x = acts[self.layer].reshape(-1, acts[self.layer].shape[-1])
+        return jnp.mean(jnp.max(x @ data[str(self)].T, axis=1))
+
+    def __str__(self):
+        return f"guide({self.layer})"
+
+
+Term = L2 | Mean | Channel | Neuron | ClassLogit | Guide
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """sum_i weights[i] * terms[i](activations)."""
+    terms: tuple = ()
+    weights: tuple = ()
+
+    def __post_init__(self):
+        for term in self.terms:
+            _validate(term)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The taps this objective reads, in network order (the net stops at the last)."""
+        needed = {t.layer for t in self.terms}
+        return tuple(layer for layer in googlenet.LAYERS if layer in needed)
+
+    @property
+    def needs_guide(self) -> bool:
+        return any(isinstance(t, Guide) for t in self.terms)
+
+    def __add__(self, other):
+        other = as_objective(other)
+        return Objective(self.terms + other.terms, self.weights + other.weights)
+
+    def __sub__(self, other):
+        return self + (-1.0) * as_objective(other)
+
+    def __neg__(self):
+        return (-1.0) * self
+
+    def __mul__(self, scale):
+        if not isinstance(scale, (int, float)) or not np.isfinite(scale):
+            raise ObjectiveError(f"objectives scale by finite numbers, not {scale!r}")
+        return Objective(self.terms, tuple(w * float(scale) for w in self.weights))
+
+    __rmul__ = __mul__
+
+    def __str__(self):
+        text = ""
+        for w, t in zip(self.weights, self.terms):
+            body = str(t) if abs(w) == 1 else f"{abs(w):g}*{t}"
+            text += (("-" if w < 0 else "") if not text else (" - " if w < 0 else " + ")) + body
+        return text
+
+
+def as_objective(value) -> Objective:
+    if isinstance(value, Objective):
+        return value
+    if isinstance(value, str):
+        return parse(value)
+    if isinstance(value, Term.__args__):
+        return Objective((value,), (1.0,))
+    raise ObjectiveError(f"not an objective: {value!r}")
+
+
+def _validate(term) -> None:
+    _check_layer(term.layer)
+    if isinstance(term, (Channel, Neuron)):
+        n = _channels(term.layer)
+        if not 0 <= term.channel < n:
+            raise ObjectiveError(f"channel {term.channel} out of range for {term.layer} "
+                                 f"(0..{n - 1})")
+    if isinstance(term, Neuron) and not (0 <= term.y <= 1 and 0 <= term.x <= 1):
+        raise ObjectiveError(f"neuron position ({term.y}, {term.x}) must be fractions in [0, 1]")
+    if isinstance(term, ClassLogit) and not 0 <= term.index < googlenet.NUM_CLASSES:
+        raise ObjectiveError(f"class {term.index} out of range (0..{googlenet.NUM_CLASSES - 1})")
+    if isinstance(term, (L2, Mean, Channel, Neuron, Guide)) and term.layer in ("prob", CLASSIFIER):
+        if not isinstance(term, (L2, Mean)):
+            raise ObjectiveError(f"{term.layer} has no spatial channels; use class(K)")
+
+
+# Constructors, lucid style.
+def layer(name: str) -> Objective:
+    """L2 of a layer: the original DeepDream objective."""
+    return Objective((L2(name),), (1.0,))
+
+
+def mean(name: str) -> Objective:
+    return Objective((Mean(name),), (1.0,))
+
+
+def channel(name: str, index: int) -> Objective:
+    return Objective((Channel(name, int(index)),), (1.0,))
+
+
+def neuron(name: str, index: int, y: float = 0.5, x: float = 0.5) -> Objective:
+    return Objective((Neuron(name, int(index), float(y), float(x)),), (1.0,))
+
+
+def class_logit(index: int) -> Objective:
+    return Objective((ClassLogit(int(index)),), (1.0,))
+
+
+def guide(name: str) -> Objective:
+    return Objective((Guide(name),), (1.0,))
+
+
+DEFAULT = "inception_4c/output"
+
+# --- the text form ---
+
+_NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
+_TOKEN = re.compile(rf"\s*(?:(?P<num>{_NUMBER})|(?P<call>[a-z_0-9]+)\s*\((?P<args>[^()]*)\)"
+                    rf"|(?P<name>[A-Za-z_][A-Za-z0-9_/]*)|(?P<op>[-+*]))")
+_CALLS = {"l2": (layer, 1, 1), "mean": (mean, 1, 1), "channel": (channel, 2, 2),
+          "neuron": (neuron, 2, 4), "class": (class_logit, 1, 1), "guide": (guide, 1, 1)}
+
+
+def _number(text: str, what: str, integer: bool):
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        raise ObjectiveError(f"{what}: expected {'an integer' if integer else 'a number'}, "
+                             f"got {text!r}") from None
+    if not np.isfinite(value):
+        raise ObjectiveError(f"{what}: {text!r} is not finite")
+    return value
+
+
+def _call(name: str, args_text: str) -> Objective:
+    if name not in _CALLS:
+        raise ObjectiveError(f"unknown objective function {name!r}; known: {', '.join(_CALLS)}")
+    make, low, high = _CALLS[name]
+    args = [a.strip() for a in args_text.split(",")] if args_text.strip() else []
+    if not low <= len(args) <= high:
+        raise ObjectiveError(f"{name}() takes {low}{'' if low == high else f' to {high}'} "
+                             f"argument(s), got {len(args)}")
+    if name == "class":
+        return make(_number(args[0], "class index", integer=True))
+    _check_layer(args[0])
+    rest = [_number(a, f"{name}() argument", integer=(i == 0)) for i, a in enumerate(args[1:])]
+    return make(args[0], *rest)
+
+
+def parse(text: str) -> Objective:
+    """Text form -> Objective; raises ObjectiveError with a one-line reason."""
+    if not text or not text.strip():
+        raise ObjectiveError("empty objective")
+    tokens, pos = [], 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _TOKEN.match(text, pos)
+        if not match or match.end() == pos:
+            raise ObjectiveError(f"cannot parse objective {text!r} at {text[pos:].strip()!r}")
+        tokens.append(match)
+        pos = match.end()
+    result, pending, i = None, None, 0  # pending: the operator before the next term
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok["op"] in ("+", "-"):
+            if pending is not None:
+                raise ObjectiveError(f"objective {text!r}: two operators in a row")
+            pending, i = tok["op"], i + 1
+            continue
+        if result is not None and pending is None:
+            raise ObjectiveError(f"objective {text!r}: missing '+' or '-' between terms")
+        scale = -1.0 if pending == "-" else 1.0
+        if tok["num"] is not None:
+            if i + 2 >= len(tokens) or tokens[i + 1]["op"] != "*":
+                raise ObjectiveError(f"objective {text!r}: a number must be followed by '*' and a term")
+            scale *= _number(tok["num"], "weight", integer=False)
+            i += 2
+            tok = tokens[i]
+        if tok["call"] is not None:
+            term = _call(tok["call"], tok["args"])
+        elif tok["name"] is not None:
+            term = layer(_check_layer(tok["name"]))
+        else:
+            raise ObjectiveError(f"objective {text!r}: unexpected {tok.group().strip()!r}")
+        result = scale * term if result is None else result + scale * term
+        pending, i = None, i + 1
+    if result is None or pending is not None:
+        raise ObjectiveError(f"objective {text!r} ends with an operator")
+    return result
+
+
+# --- evaluation ---
+
+def union_terms(objectives) -> tuple:
+    """The terms of several objectives, deduplicated, in first-seen order."""
+    terms: list = []
+    for objective in objectives:
+        terms.extend(t for t in objective.terms if t not in terms)
+    return tuple(terms)
+
+
+def weight_matrix(objectives, terms: tuple) -> np.ndarray:
+    """(M, T) weights of each objective over the shared terms (zero where absent)."""
+    matrix = np.zeros((len(objectives), len(terms)), np.float32)
+    for m, objective in enumerate(objectives):
+        for w, t in zip(objective.weights, objective.terms):
+            matrix[m, terms.index(t)] += w
+    return matrix
+
+
+def evaluate(terms: tuple, weights, acts: Mapping, data: Mapping):
+    """sum_i weights[i] * terms[i](acts) for one image (acts without batch axis)."""
+    return sum(weights[i] * term(acts, data) for i, term in enumerate(terms))

@@ -1,0 +1,168 @@
+"""From a request (config as data) to a PNG on disk, reproducibly.
+
+A `DreamRequest` holds everything that determines the pixels. It is checked
+before any heavy work (flags, objective, output folder), and stored as JSON in
+the PNG's text metadata together with the weights' sha256 and the package
+version, so `replay` can re-run it: on CPU the same request gives the same
+bytes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from dream_jax import __version__, dream, image_io, objectives, preprocess, weights
+from dream_jax.errors import UserError
+
+METADATA_KEY = "dream_jax"
+DEFAULT_NOISE_SIZE = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class DreamRequest:
+    """What to dream: input (None = seeded noise), objective, config, seed, guide."""
+    input: str | None = None
+    objective: str = objectives.DEFAULT
+    config: dream.DreamConfig = dream.DreamConfig()
+    seed: int = 0
+    guide: str | None = None
+    max_side: int = 0            # 0 keeps the input's size
+    noise_size: int = DEFAULT_NOISE_SIZE
+    max_pixels: int = image_io.DEFAULT_MAX_PIXELS
+
+    def check(self) -> objectives.Objective:
+        """Everything that can be checked without loading weights or pixels."""
+        self.config.validate()
+        objective = objectives.parse(self.objective)
+        if objective.needs_guide and not self.guide:
+            raise UserError(f"objective {self.objective!r} uses guide(); pass --guide=IMAGE")
+        if self.max_side < 0:
+            raise UserError(f"max_side must be >= 0 (0 keeps the size), got {self.max_side}")
+        if self.noise_size < 32:
+            raise UserError(f"noise_size must be >= 32, got {self.noise_size}")
+        if self.max_pixels < 1:
+            raise UserError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        return objective
+
+
+def check_output(path: str | os.PathLike) -> Path:
+    """A .png path in an existing, writable folder (checked before the work starts)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise UserError(f"{path}: output must be a .png file")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserError(f"{path}: output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: output folder {folder} is not writable")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory")
+    return path
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def fit_max_side(rgb: np.ndarray, alpha: np.ndarray | None, max_side: int):
+    """Downscale so the longer side is at most max_side (0: unchanged)."""
+    height, width = rgb.shape[:2]
+    if not max_side or max(height, width) <= max_side:
+        return rgb, alpha
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS))
+    alpha = None if alpha is None else np.asarray(Image.fromarray(alpha).resize(size, Image.LANCZOS))
+    return rgb, alpha
+
+
+def noise_image(seed: int, size: int) -> np.ndarray:
+    """The built-in default input: seeded grey noise (as the TF tutorial starts from)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(96, 160, (size, size, 3), dtype=np.uint8)
+
+
+def load_input(request: DreamRequest) -> tuple[np.ndarray, np.ndarray | None]:
+    if request.input is None:
+        return noise_image(request.seed, request.noise_size), None
+    rgb, alpha = image_io.read_image(request.input, request.max_pixels)
+    return fit_max_side(rgb, alpha, request.max_side)
+
+
+def metadata(request: DreamRequest, weights_sha256: str) -> dict[str, str]:
+    record = {
+        "version": __version__,
+        "request": {**dataclasses.asdict(request),
+                    "input": None if request.input is None else str(Path(request.input).resolve()),
+                    "guide": None if request.guide is None else str(Path(request.guide).resolve())},
+        "input_sha256": None if request.input is None else _sha256(request.input),
+        "guide_sha256": None if request.guide is None else _sha256(request.guide),
+        "weights_sha256": weights_sha256,
+        "backend": jax.default_backend(),
+    }
+    return {METADATA_KEY: json.dumps(record, sort_keys=True), "Software": f"dream_jax {__version__}"}
+
+
+def request_from_png(path: str | os.PathLike) -> tuple[DreamRequest, dict]:
+    """The request stored in a dream's PNG metadata, with its checksums."""
+    text = image_io.read_png_metadata(path).get(METADATA_KEY)
+    if text is None:
+        raise UserError(f"{path}: no dream_jax metadata (not written by dream_jax?)")
+    try:
+        record = json.loads(text)
+        fields = dict(record["request"])
+        fields["config"] = dream.DreamConfig(**fields["config"])
+        return DreamRequest(**fields), record
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: unreadable dream_jax metadata ({e})") from None
+
+
+def check_replayable(record: dict, request: DreamRequest, weights_sha256: str) -> None:
+    """Same input, guide and weights as when the dream was made, or a clear error."""
+    for name, path, digest in (("input", request.input, record.get("input_sha256")),
+                               ("guide", request.guide, record.get("guide_sha256"))):
+        if path is not None:
+            if not Path(path).is_file():
+                raise UserError(f"cannot replay: {name} {path} no longer exists")
+            if _sha256(path) != digest:
+                raise UserError(f"cannot replay: {name} {path} has changed since the dream was made")
+    if record.get("weights_sha256") != weights_sha256:
+        raise UserError("cannot replay: the dream was made with different weights "
+                        f"(sha256 {record.get('weights_sha256')})")
+
+
+def render(request: DreamRequest, output: str | os.PathLike, params=None,
+           weights_dir=None, progress: bool = True, replay_record: dict | None = None) -> dict:
+    """Dream `request` into `output` (PNG with metadata). Returns a summary dict."""
+    objective = request.check()
+    output = check_output(output)
+    start = time.perf_counter()
+    rgb, alpha = load_input(request)
+    guide_rgb = image_io.read_image(request.guide, request.max_pixels)[0] if request.guide else None
+    manifest = weights.read_manifest(weights_dir)
+    if replay_record is not None:
+        check_replayable(replay_record, request, manifest["sha256"])
+    params = weights.load_params(weights_dir) if params is None else params
+    data = dream.guide_data(params, guide_rgb, objective.terms)
+    bar = tqdm(total=request.config.octave_n * request.config.iter_n, unit="step",
+               desc="dream", disable=not progress, leave=False)
+    try:
+        out = dream.deepdream(
+            params, preprocess.to_model(rgb)[None], [objective], request.config,
+            keys=jax.random.PRNGKey(request.seed)[None], data=data,
+            on_octave=lambda octave, steps: bar.update(request.config.iter_n))
+        dreamed = preprocess.to_uint8(preprocess.from_model(np.asarray(out[0])))
+    finally:
+        bar.close()
+    image_io.write_png(output, dreamed, alpha, metadata(request, manifest["sha256"]))
+    return {"output": str(output), "height": rgb.shape[0], "width": rgb.shape[1],
+            "seconds": time.perf_counter() - start}
