@@ -22,6 +22,7 @@ weights/manifest.json: | $(VENV)/.installed
 	$(PY) scripts/convert_weights.py $(WEIGHTS_ARGS) --out=weights
 
 dream: env weights
+	mkdir -p outputs
 	$(PY) scripts/dream.py --output=outputs/dream.png
 
 test: env

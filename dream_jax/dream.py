@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import sys
+import types
 from typing import Sequence
 
 import jax
@@ -92,31 +94,43 @@ def _tile_starts(size: int, tile: int) -> list[tuple[int, int, int]]:
             for i in range(math.ceil(size / tile))]
 
 
-def _gradient(params, image, weights, data, key, terms, tile_size):
-    """d objective / d image; over fixed-size tiles (one at a time, bounded memory)
-    when the image is larger than a tile, with a random roll to hide the seams."""
+def tiled_gradient(params, image, weights, data, key, terms, tile_size):
+    """d objective / d image over fixed-size tiles, one at a time (bounded memory).
+
+    Tiles are full-size (the last one along an axis is shifted back inside the
+    image) and each pixel takes its gradient from exactly one tile. Along an
+    axis with several tiles the image is rolled by a random offset first, so
+    the seams move every step; an image that fits one tile is not rolled, and
+    its gradient is exactly the whole-image gradient."""
     grad_fn = jax.grad(_objective_value, argnums=1)
     height, width = image.shape[:2]
-    if height <= tile_size and width <= tile_size:
-        return grad_fn(params, image, weights, data, terms)
     th, tw = min(tile_size, height), min(tile_size, width)
-    shift = jax.random.randint(key, (2,), 0, jnp.array([th, tw]))
+    rows, cols = _tile_starts(height, th), _tile_starts(width, tw)
+    limits = jnp.array([th if len(rows) > 1 else 1, tw if len(cols) > 1 else 1])
+    shift = jax.random.randint(key, (2,), 0, limits)
     rolled = jnp.roll(image, (shift[0], shift[1]), axis=(0, 1))
     starts = jnp.array([(y0, x0, oy0, oy1, ox0, ox1)
-                        for y0, oy0, oy1 in _tile_starts(height, th)
-                        for x0, ox0, ox1 in _tile_starts(width, tw)], jnp.int32)
+                        for y0, oy0, oy1 in rows for x0, ox0, ox1 in cols], jnp.int32)
 
     def accumulate(total, s):
         y0, x0, oy0, oy1, ox0, ox1 = s[0], s[1], s[2], s[3], s[4], s[5]
         tile = lax.dynamic_slice(rolled, (y0, x0, 0), (th, tw, 3))
         g = grad_fn(params, tile, weights, data, terms)
-        rows, cols = y0 + jnp.arange(th), x0 + jnp.arange(tw)
-        own = (((rows >= oy0) & (rows < oy1))[:, None] & ((cols >= ox0) & (cols < ox1))[None, :])
+        ys, xs = y0 + jnp.arange(th), x0 + jnp.arange(tw)
+        own = ((ys >= oy0) & (ys < oy1))[:, None] & ((xs >= ox0) & (xs < ox1))[None, :]
         current = lax.dynamic_slice(total, (y0, x0, 0), (th, tw, 3))
         return lax.dynamic_update_slice(total, current + g * own[..., None], (y0, x0, 0)), None
 
     total, _ = lax.scan(accumulate, jnp.zeros_like(rolled), starts)
     return jnp.roll(total, (-shift[0], -shift[1]), axis=(0, 1))
+
+
+def _gradient(params, image, weights, data, key, terms, tile_size):
+    """The whole-image gradient when the image fits a tile, else tile by tile."""
+    height, width = image.shape[:2]
+    if height <= tile_size and width <= tile_size:
+        return jax.grad(_objective_value, argnums=1)(params, image, weights, data, terms)
+    return tiled_gradient(params, image, weights, data, key, terms, tile_size)
 
 
 def _normalize(g, how: str):
@@ -205,6 +219,7 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
         dreamed = dream_octave(params, base + detail, weights, data, octave_keys, terms, config)
         detail = dreamed - base
         if on_octave:
+            jax.block_until_ready(dreamed)  # one sync per octave, so progress reports real work
             on_octave(octave, config.iter_n)
     return bases[0] + detail
 
@@ -233,3 +248,14 @@ def dream(image, objective="inception_4c/output", params=None, config: DreamConf
     if single_objective:
         rgb = rgb[:, 0]
     return rgb[0] if single_image else rgb
+
+
+class _CallableModule(types.ModuleType):
+    """`dream_jax.dream(image, ...)` is the one-call API, while `dream_jax.dream`
+    stays the module that holds the algorithm (and its pieces) by name."""
+
+    def __call__(self, *args, **kwargs):
+        return dream(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -29,6 +29,8 @@ def define_dream_flags():
     max_side = flags.DEFINE_integer("max_side", 0, "Downscale inputs to this longer side (0: keep).")
     max_pixels = flags.DEFINE_integer("max_pixels", image_io.DEFAULT_MAX_PIXELS,
                                       "Refuse images with more pixels, before decoding them.")
+    noise_size = flags.DEFINE_integer("noise_size", render.DEFAULT_NOISE_SIZE,
+                                      "Side of the default noise input (when there is no --input).")
     weights_dir = flags.DEFINE_string("weights", None, "Converted weights folder (default: weights/).")
 
     def request(input_path, objective_text=None) -> render.DreamRequest:
@@ -39,7 +41,7 @@ def define_dream_flags():
                 step_size=step_size.value, jitter=jitter.value, tile_size=tile_size.value,
                 normalize=normalize.value),
             seed=seed.value, guide=guide.value, max_side=max_side.value,
-            max_pixels=max_pixels.value)
+            max_pixels=max_pixels.value, noise_size=noise_size.value)
 
     request.weights_dir = weights_dir
     return request

@@ -9,9 +9,7 @@ against `max_pixels` (decompression bombs).
 """
 from __future__ import annotations
 
-import errno
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from dream_jax.errors import ImageError
+from dream_jax.atomic import atomic_output
 
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -87,23 +86,11 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None
         info.add_itxt(key, value)
     pixels = rgb if alpha is None else np.dstack([rgb, alpha])
     image = Image.fromarray(np.ascontiguousarray(pixels), "RGB" if alpha is None else "RGBA")
-    directory = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise ImageError(f"{path}: cannot write output ({os.strerror(e.errno or errno.EIO)})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_output(path) as f:
             image.save(f, format="PNG", pnginfo=info)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise ImageError(f"{path}: cannot write output ({e.strerror or e})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:

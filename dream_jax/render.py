@@ -25,6 +25,7 @@ from dream_jax.errors import UserError
 
 METADATA_KEY = "dream_jax"
 DEFAULT_NOISE_SIZE = 512
+MIN_SIDE = 16  # smaller images give the network 1x1 maps at every layer: nothing to dream
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +95,12 @@ def noise_image(seed: int, size: int) -> np.ndarray:
 def load_input(request: DreamRequest) -> tuple[np.ndarray, np.ndarray | None]:
     if request.input is None:
         return noise_image(request.seed, request.noise_size), None
-    rgb, alpha = image_io.read_image(request.input, request.max_pixels)
-    return fit_max_side(rgb, alpha, request.max_side)
+    rgb, alpha = fit_max_side(*image_io.read_image(request.input, request.max_pixels),
+                              request.max_side)
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        raise UserError(f"{request.input}: {rgb.shape[1]}x{rgb.shape[0]} is too small to dream "
+                        f"(each side needs at least {MIN_SIDE} px)")
+    return rgb, alpha
 
 
 def metadata(request: DreamRequest, weights_sha256: str) -> dict[str, str]:

@@ -12,8 +12,6 @@ from dream_jax.flags import define_dream_flags
 make_request = define_dream_flags()
 _INPUT = flags.DEFINE_string("input", None, "Input image (default: built-in seeded noise).")
 _OUTPUT = flags.DEFINE_string("output", "dream.png", "Output PNG (written atomically).")
-_NOISE_SIZE = flags.DEFINE_integer("noise_size", render.DEFAULT_NOISE_SIZE,
-                                   "Side of the default noise input.")
 _REPLAY = flags.DEFINE_string("replay", None, "Re-run the request stored in this dream's PNG.")
 
 
@@ -23,7 +21,6 @@ def main():
         request, record = render.request_from_png(_REPLAY.value)
     else:
         request = make_request(_INPUT.value)
-        request = render.dataclasses.replace(request, noise_size=_NOISE_SIZE.value)
     summary = render.render(request, _OUTPUT.value, weights_dir=make_request.weights_dir.value,
                             replay_record=record)
     print(f"wrote {summary['output']} ({summary['width']}x{summary['height']}) "

@@ -88,3 +88,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_compilation_cache(tmp_path_factory):
+    """Script subprocesses share one persistent JAX cache, so each shape compiles once."""
+    os.environ.setdefault("DREAM_JAX_CACHE", str(tmp_path_factory.mktemp("jax_cache")))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dream_jax import __version__, googlenet
+from dream_jax.atomic import atomic_write
 from dream_jax.errors import WeightsError
 from dream_jax.weights import caffe_proto, fetch, store
 
@@ -144,7 +145,7 @@ def convert(source: str, out_dir: Path, labels: str | None = None,
     lines = [line for line in label_bytes.decode("utf-8", "replace").splitlines() if line.strip()]
     if len(lines) != googlenet.NUM_CLASSES:
         raise WeightsError(f"class labels: {len(lines)} lines, expected {googlenet.NUM_CLASSES}")
-    store.atomic_write(out_dir / store.LABELS_FILE, label_bytes)
+    atomic_write(out_dir / store.LABELS_FILE, label_bytes)
     return store.save(arrays, out_dir, {
         "model": "bvlc_googlenet",
         "source": {"location": source, "form": form, "files": files},

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import safetensors.numpy
 
 from dream_jax import googlenet
+from dream_jax.atomic import atomic_write
 from dream_jax.errors import WeightsError
 from dream_jax.weights.fetch import sha256_file
 
@@ -29,21 +29,6 @@ def default_dir() -> Path:
     """$DREAM_JAX_WEIGHTS, else the project's `weights/` folder."""
     env = os.environ.get("DREAM_JAX_WEIGHTS")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def flat_key(layer: str, leaf: str) -> str:

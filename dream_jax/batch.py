@@ -1,0 +1,143 @@
+"""Dreaming a folder of images: grouped by size, one compiled call per batch,
+resumable after any crash.
+
+Every output is written atomically, so after a SIGKILL an output either exists
+complete or not at all; a rerun skips the complete ones and removes stale temp
+files. Ctrl-C stops between batches and still writes the summary. Per-image
+PRNG keys depend only on the seed, so a batched output is identical to the
+same image dreamed alone (and `scripts/dream.py --replay` reproduces it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from dream_jax import atomic, dream, image_io, objectives, preprocess, render, weights
+from dream_jax.errors import UserError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+SUMMARY_FILE = "batch_summary.json"
+
+
+def collect_inputs(spec: str) -> list[Path]:
+    """A folder (its image files) or a glob pattern, sorted."""
+    if Path(spec).is_dir():
+        found = [p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    else:
+        found = [Path(p) for p in glob.glob(spec) if Path(p).is_file()]
+    if not found:
+        raise UserError(f"no input images match {spec}")
+    return sorted(found)
+
+
+@dataclasses.dataclass
+class Job:
+    input: Path
+    objective: str
+    output: Path
+
+
+def plan(inputs: list[Path], objective_texts: list[str], output_dir: Path) -> list[Job]:
+    """One job per (input, objective); output names stay unique when stems collide."""
+    stems = defaultdict(int)
+    for path in inputs:
+        stems[path.stem] += 1
+    jobs = []
+    for path in inputs:
+        name = path.stem if stems[path.stem] == 1 else path.name
+        for k, text in enumerate(objective_texts):
+            suffix = f"__obj{k}" if len(objective_texts) > 1 else ""
+            jobs.append(Job(path, text, output_dir / f"{name}{suffix}.png"))
+    return jobs
+
+
+def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
+              batch_size: int = 8, weights_dir=None, progress: bool = True, log=print) -> dict:
+    """Dream every input with every objective in `request.objective` (';'-separated)."""
+    start = time.perf_counter()
+    texts = [t.strip() for t in request.objective.split(";") if t.strip()]
+    if not texts:
+        raise UserError("empty objective")
+    for text in texts:
+        dataclasses.replace(request, objective=text).check()
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    out_dir = Path(output_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {out_dir}: {e.strerror}") from None
+    render.check_output(out_dir / "probe.png")
+    atomic.remove_stale_temps(out_dir)
+    jobs = plan(collect_inputs(input_spec), texts, out_dir)
+    pending = [job for job in jobs if not job.output.exists()]
+    summary = {"done": 0, "skipped": len(jobs) - len(pending), "failed": [], "interrupted": False}
+
+    shapes = {}  # sizes first; pixels are decoded again per batch, to bound memory
+    for path in dict.fromkeys(job.input for job in pending):
+        try:
+            rgb, _ = render.fit_max_side(*image_io.read_image(path, request.max_pixels),
+                                         request.max_side)
+            shapes[path] = rgb.shape[:2]
+        except UserError as e:
+            summary["failed"].append(str(e))
+            log(f"skipping: {e}", file=sys.stderr)
+    groups = defaultdict(list)
+    for job in pending:
+        if job.input in shapes:
+            groups[shapes[job.input]].append(job)
+
+    manifest = weights.read_manifest(weights_dir)
+    params = weights.load_params(weights_dir)
+    guide_rgb = (image_io.read_image(request.guide, request.max_pixels)[0]
+                 if request.guide else None)
+    all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
+    data = dream.guide_data(params, guide_rgb, all_terms)
+    bar = tqdm(total=sum(map(len, groups.values())), unit="image", desc="batch",
+               disable=not progress)
+    try:
+        for shape, group in groups.items():
+            for i in range(0, len(group), batch_size):
+                chunk = group[i:i + batch_size]
+                try:
+                    _dream_chunk(chunk, request, params, data, manifest["sha256"])
+                except UserError as e:  # e.g. too small for the objective's layer
+                    summary["failed"].extend(f"{job.input}: {e}" for job in chunk)
+                    log(f"skipping {len(chunk)} image(s) of size {shape[1]}x{shape[0]}: {e}",
+                        file=sys.stderr)
+                    continue
+                summary["done"] += len(chunk)
+                bar.update(len(chunk))
+    except KeyboardInterrupt:
+        summary["interrupted"] = True
+    finally:
+        bar.close()
+        summary["seconds"] = round(time.perf_counter() - start, 3)
+        atomic.atomic_write(out_dir / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    return summary
+
+
+def _dream_chunk(chunk: list[Job], request: render.DreamRequest, params, data,
+                 weights_sha256: str) -> None:
+    """One compiled octave loop for a same-size chunk, then one atomic PNG per job."""
+    pixels = [render.fit_max_side(*image_io.read_image(job.input, request.max_pixels),
+                                  request.max_side) for job in chunk]
+    images = np.stack([rgb for rgb, _ in pixels])
+    per_item = [objectives.parse(job.objective) for job in chunk]
+    keys = jnp.stack([jax.random.PRNGKey(request.seed)] * len(chunk))
+    out = dream.deepdream(params, preprocess.to_model(images), per_item, request.config,
+                          keys=keys, data=data)
+    dreamed = preprocess.to_uint8(preprocess.from_model(np.asarray(out)))
+    for job, rgb, (_, alpha) in zip(chunk, dreamed, pixels):
+        job_request = dataclasses.replace(request, input=str(job.input), objective=job.objective)
+        image_io.write_png(job.output, rgb, alpha, render.metadata(job_request, weights_sha256))

@@ -1,0 +1,42 @@
+"""The original notebook's "dreaming on its own output": dream, zoom in, repeat."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import jax
+import numpy as np
+from PIL import Image
+
+from dream_jax import dream, preprocess
+from dream_jax.atomic import atomic_output
+
+
+def zoom_in(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """Crop the centre 1/factor of the image and scale it back to full size."""
+    height, width = rgb.shape[:2]
+    crop_h, crop_w = height / factor, width / factor
+    top, left = (height - crop_h) / 2, (width - crop_w) / 2
+    box = (left, top, left + crop_w, top + crop_h)
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BICUBIC, box=box))
+
+
+def zoom_frames(params, first: np.ndarray, objective, config: dream.DreamConfig, seed: int,
+                frames: int, factor: float, data=None) -> Iterator[np.ndarray]:
+    """Yield `frames` dreamed frames (uint8 RGB), each dreamed on the zoomed previous one.
+    Every frame has the same shape, so the octave loop compiles once."""
+    frame = first
+    for i in range(frames):
+        keys = jax.random.fold_in(jax.random.PRNGKey(seed), i)[None]
+        out = dream.deepdream(params, preprocess.to_model(frame)[None], [objective], config,
+                              keys=keys, data=data)
+        dreamed = preprocess.to_uint8(preprocess.from_model(np.asarray(out[0])))
+        yield dreamed
+        frame = zoom_in(dreamed, factor)
+
+
+def write_gif(frames: list[np.ndarray], path, frame_ms: int = 80) -> None:
+    """Assemble frames into a looping GIF, atomically."""
+    images = [Image.fromarray(f) for f in frames]
+    with atomic_output(path) as f:
+        images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                       duration=frame_ms, loop=0)

@@ -1,0 +1,50 @@
+"""Dream, zoom in, dream again: frames as PNGs (and optionally a GIF).
+
+  python scripts/zoom.py --input=sky.jpg --output_dir=zoom/ --frames=30 --zoom=1.05 --gif
+"""
+import math
+from pathlib import Path
+
+from absl import flags
+from tqdm import tqdm
+
+from dream_jax import cli, dream, image_io, render, weights, zoom
+from dream_jax.errors import UserError
+from dream_jax.flags import define_dream_flags
+
+make_request = define_dream_flags()
+_INPUT = flags.DEFINE_string("input", None, "First frame (default: built-in seeded noise).")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "zoom", "Where frame_0000.png ... go.")
+_FRAMES = flags.DEFINE_integer("frames", 10, "Number of frames.")
+_ZOOM = flags.DEFINE_float("zoom", 1.05, "Zoom factor between frames (> 1).")
+_GIF = flags.DEFINE_bool("gif", False, "Also write zoom.gif from the frames.")
+
+
+def main():
+    request = make_request(_INPUT.value)
+    objective = request.check()
+    if _FRAMES.value < 1:
+        raise UserError(f"frames must be >= 1, got {_FRAMES.value}")
+    if not (math.isfinite(_ZOOM.value) and _ZOOM.value > 1):
+        raise UserError(f"zoom must be a finite number > 1, got {_ZOOM.value}")
+    out_dir = Path(_OUTPUT_DIR.value)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    render.check_output(out_dir / "frame.png")
+    first, _ = render.load_input(request)
+    weights_dir = make_request.weights_dir.value
+    params, sha = weights.load_params(weights_dir), weights.read_manifest(weights_dir)["sha256"]
+    guide = image_io.read_image(request.guide)[0] if request.guide else None
+    frames = []
+    for i, frame in enumerate(tqdm(zoom.zoom_frames(
+            params, first, objective, request.config, request.seed, _FRAMES.value, _ZOOM.value,
+            dream.guide_data(params, guide, objective.terms)), total=_FRAMES.value, unit="frame")):
+        image_io.write_png(out_dir / f"frame_{i:04d}.png", frame, None,
+                           {**render.metadata(request, sha), "zoom_frame": f"{i} of {_FRAMES.value}, x{_ZOOM.value:g} per frame"})
+        frames.append(frame)
+    if _GIF.value:
+        zoom.write_gif(frames, out_dir / "zoom.gif")
+    print(f"wrote {len(frames)} frames to {out_dir}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

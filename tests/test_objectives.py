@@ -1,0 +1,89 @@
+"""Objectives: composition, the text grammar, and what each term computes."""
+import re
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dream_jax import objectives as obj
+from dream_jax.objectives import ObjectiveError
+
+
+@pytest.mark.parametrize("text", [
+    "inception_4c/output",
+    "inception_4c/output + 0.5*channel(inception_4d/3x3_reduce,139)",
+    "-mean(conv2/norm2) - 2*class(1)",
+    "neuron(inception_4c/output,3,0.2,0.9)",
+    "guide(inception_3b/output) + 1e-3*l2(inception_5b/output)",
+])
+def test_text_round_trips(text):
+    parsed = obj.parse(text)
+    assert obj.parse(str(parsed)) == parsed
+
+
+def test_composition_matches_text():
+    built = obj.layer("inception_4c/output") + 0.5 * obj.channel("inception_4d/3x3_reduce", 139)
+    assert built == obj.parse("inception_4c/output + 0.5*channel(inception_4d/3x3_reduce, 139)")
+    assert (built - obj.mean("conv2/norm2")).weights == (1.0, 0.5, -1.0)
+    assert (-built).weights == (-1.0, -0.5)
+
+
+def test_layers_are_in_network_order():
+    o = obj.parse("inception_5b/output + channel(conv2/norm2, 3) + class(7)")
+    assert o.layers == ("conv2/norm2", "inception_5b/output", "loss3/classifier")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "empty"),
+    ("inception_9z/output", "valid layers: conv1/7x7_s2"),
+    ("channel(inception_4c/output, 512)", "out of range"),
+    ("channel(inception_4c/output, -1)", "out of range"),
+    ("class(1000)", "out of range"),
+    ("foo(inception_4c/output)", "unknown objective function"),
+    ("inception_4c/output +", "ends with an operator"),
+    ("+ + inception_4c/output", "two operators"),
+    ("inception_4c/output inception_3b/output", "missing '+'"),
+    ("1.5", "followed by '*'"),
+    ("channel(inception_4c/output)", "takes 2 argument"),
+    ("channel(inception_4c/output, 1.5)", "integer"),
+    ("neuron(inception_4c/output, 1, 2, 0.5)", "fractions"),
+    ("inception_4c/output & 2", "cannot parse"),
+])
+def test_bad_objectives_are_one_line_errors(text, message):
+    with pytest.raises(ObjectiveError, match=re.escape(message)) as info:
+        obj.parse(text)
+    assert "\n" not in str(info.value)
+
+
+def test_non_finite_weight_is_refused():
+    with pytest.raises(ObjectiveError, match="finite"):
+        float("nan") * obj.layer("inception_4c/output")
+
+
+def test_terms_compute_what_they_say():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(4, 6, 512)), jnp.float32)
+    logits = jnp.asarray(rng.normal(size=(1000,)), jnp.float32)
+    acts = {"inception_4c/output": x, "loss3/classifier": logits}
+    guide_features = jnp.asarray(rng.normal(size=(5, 512)), jnp.float32)
+    data = {"guide(inception_4c/output)": guide_features}
+    cases = {
+        obj.L2("inception_4c/output"): 0.5 * float(jnp.sum(x * x)) / 24,
+        obj.Mean("inception_4c/output"): float(jnp.mean(x)),
+        obj.Channel("inception_4c/output", 7): float(jnp.mean(x[..., 7])),
+        obj.Neuron("inception_4c/output", 7): float(x[2, 3, 7]),
+        obj.Neuron("inception_4c/output", 7, 0.0, 1.0): float(x[0, 5, 7]),
+        obj.ClassLogit(42): float(logits[42]),
+        obj.Guide("inception_4c/output"):
+            float(jnp.mean(jnp.max(x.reshape(24, 512) @ guide_features.T, axis=1))),
+    }
+    for term, expected in cases.items():
+        np.testing.assert_allclose(float(term(acts, data)), expected, rtol=1e-5, err_msg=str(term))
+
+
+def test_weight_matrix_aligns_objectives_over_shared_terms():
+    a = obj.parse("inception_4c/output + 2*mean(conv2/norm2)")
+    b = obj.parse("-mean(conv2/norm2)")
+    terms = obj.union_terms([a, b])
+    assert terms == (obj.L2("inception_4c/output"), obj.Mean("conv2/norm2"))
+    np.testing.assert_array_equal(obj.weight_matrix([a, b], terms), [[1, 2], [0, -1]])
