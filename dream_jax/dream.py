@@ -44,6 +44,10 @@ class DreamConfig:
     jitter: int = 32
     tile_size: int = 512
     normalize: str = "mean_abs"
+    # Pad sizes up to a multiple of `bucket` so nearby sizes share one compilation
+    # (objective masked to the real image). 0: exact sizes, the original's results;
+    # padding changes border activations, so results differ about as much as a seed.
+    bucket: int = 0
 
     def validate(self) -> "DreamConfig":
         checks = [
@@ -55,6 +59,7 @@ class DreamConfig:
              f"step_size must be a finite number > 0, got {self.step_size}"),
             (self.jitter >= 0, f"jitter must be >= 0, got {self.jitter}"),
             (self.tile_size >= 64, f"tile_size must be >= 64, got {self.tile_size}"),
+            (self.bucket >= 0, f"bucket must be >= 0 (0 disables), got {self.bucket}"),
             (self.normalize in NORMALIZERS,
              f"normalize must be one of {', '.join(NORMALIZERS)}, got {self.normalize!r}"),
         ]
@@ -81,10 +86,20 @@ def fits_network(height: int, width: int, layers: Sequence[str]) -> bool:
 
 # --- one step (per image; vmapped over the batch) ---
 
-def _objective_value(params, image, weights, data, terms):
+def _objective_value(params, image, weights, data, terms, valid=None):
+    """The objective for one image (H, W, 3); `valid` (2,) is the real image's size
+    inside a padded one: only map positions of the real image count."""
     taps = objectives.Objective(terms, (1.0,) * len(terms)).layers
-    acts = googlenet.apply(params, image[None], taps)
-    return objectives.evaluate(terms, weights, {k: v[0] for k, v in acts.items()}, data)
+    acts = {k: v[0] for k, v in googlenet.apply(params, image[None], taps).items()}
+    masks = None
+    if valid is not None:
+        masks = {}
+        for layer, act in acts.items():
+            if act.ndim == 3:
+                rows = jnp.arange(act.shape[0]) < googlenet.map_extent(layer, valid[0])
+                cols = jnp.arange(act.shape[1]) < googlenet.map_extent(layer, valid[1])
+                masks[layer] = (rows[:, None] & cols[None, :]).astype(act.dtype)
+    return objectives.evaluate(terms, weights, acts, data, masks)
 
 
 def _tile_starts(size: int, tile: int) -> list[tuple[int, int, int]]:
@@ -125,41 +140,64 @@ def tiled_gradient(params, image, weights, data, key, terms, tile_size):
     return jnp.roll(total, (-shift[0], -shift[1]), axis=(0, 1))
 
 
-def _gradient(params, image, weights, data, key, terms, tile_size):
-    """The whole-image gradient when the image fits a tile, else tile by tile."""
+def _gradient(params, image, weights, data, key, terms, tile_size, valid):
+    """The whole-image gradient when the image fits a tile, else tile by tile
+    (tiled images are never bucket-padded, see `padded_shape`)."""
     height, width = image.shape[:2]
     if height <= tile_size and width <= tile_size:
-        return jax.grad(_objective_value, argnums=1)(params, image, weights, data, terms)
+        return jax.grad(_objective_value, argnums=1)(params, image, weights, data, terms, valid)
     return tiled_gradient(params, image, weights, data, key, terms, tile_size)
 
 
-def _normalize(g, how: str):
-    scale = jnp.mean(jnp.abs(g)) if how == "mean_abs" else jnp.std(g)
+def _normalize(g, how: str, count):
+    """g / (mean |g|) or g / std(g) over the `count` real values (padding is zero)."""
+    if how == "mean_abs":
+        scale = jnp.sum(jnp.abs(g)) / count
+    else:
+        mean = jnp.sum(g) / count
+        scale = jnp.sqrt(jnp.maximum(jnp.sum(g * g) / count - mean * mean, 0.0))
     return g / (scale + _EPS)  # a zero gradient stays zero instead of 0/0 = NaN
 
 
-def make_step(params, image, weights, data, key, terms, config: DreamConfig):
-    """One gradient-ascent step on one image (H, W, 3) in model space."""
+def _roll(image, offset, valid):
+    """jnp.roll of the real (valid) region only; bucket padding stays in place."""
+    def indices(size, shift, limit):
+        i = jnp.arange(size)
+        return jnp.where(i < limit, (i - shift) % limit, i)
+    rows = indices(image.shape[0], offset[0], valid[0])
+    cols = indices(image.shape[1], offset[1], valid[1])
+    return image[rows][:, cols]
+
+
+def make_step(params, image, weights, data, key, valid, terms, config: DreamConfig):
+    """One gradient-ascent step on one image (H, W, 3) in model space whose real
+    content is its top-left valid[0] x valid[1] corner (the rest: zero padding)."""
     jitter_key, tile_key = jax.random.split(key)
     offset = jax.random.randint(jitter_key, (2,), -config.jitter, config.jitter + 1)
-    image = jnp.roll(image, (offset[0], offset[1]), axis=(0, 1))
-    g = _gradient(params, image, weights, data, tile_key, terms, config.tile_size)
-    image = image + config.step_size * _normalize(g, config.normalize)
-    image = jnp.roll(image, (-offset[0], -offset[1]), axis=(0, 1))
+    image = _roll(image, offset, valid)
+    g = _gradient(params, image, weights, data, tile_key, terms, config.tile_size, valid)
+    inside = ((jnp.arange(image.shape[0]) < valid[0])[:, None, None]
+              & (jnp.arange(image.shape[1]) < valid[1])[None, :, None])
+    g = jnp.where(inside, g, 0.0)
+    image = image + config.step_size * _normalize(g, config.normalize, valid[0] * valid[1] * 3)
+    image = _roll(image, -offset, valid)
     image = jnp.nan_to_num(image)  # never let a NaN reach the output
     return jnp.clip(image, -preprocess.MEAN_BGR, 255.0 - preprocess.MEAN_BGR)
 
 
 @functools.partial(jax.jit, static_argnames=("terms", "config"))
-def dream_octave(params, images, weights, data, keys, terms, config: DreamConfig):
+def dream_octave(params, images, weights, data, keys, terms, config: DreamConfig, valid=None):
     """`config.iter_n` steps on a batch: images (B, H, W, 3), weights (B, T),
-    keys (B, 2) -- one compiled call, steps inside a lax.scan."""
+    keys (B, 2), valid (2,): the real size inside padded images (default: all)
+    -- one compiled call, steps inside a lax.scan. `valid` is traced, so every
+    real size that pads to the same shape shares one compilation."""
+    valid = jnp.array(images.shape[1:3]) if valid is None else jnp.asarray(valid, jnp.int32)
     step_keys = jax.vmap(lambda k: jax.random.split(k, config.iter_n))(keys).swapaxes(0, 1)
     step = jax.vmap(functools.partial(make_step, terms=terms, config=config),
-                    in_axes=(None, 0, 0, None, 0))
+                    in_axes=(None, 0, 0, None, 0, None))
 
     def body(images, keys_now):
-        return step(params, images, weights, data, keys_now), None
+        return step(params, images, weights, data, keys_now, valid), None
 
     images, _ = lax.scan(body, images, step_keys)
     return images
@@ -168,6 +206,15 @@ def dream_octave(params, images, weights, data, keys, terms, config: DreamConfig
 @functools.partial(jax.jit, static_argnames=("shape",))
 def _resize(images, shape):
     return jax.image.resize(images, (images.shape[0], *shape, images.shape[-1]), "linear")
+
+
+def padded_shape(height: int, width: int, config: DreamConfig) -> tuple[int, int]:
+    """The compiled shape for a real size: rounded up to the bucket; exact when
+    bucketing is off or the image is tiled anyway (tiles have fixed shapes)."""
+    if not config.bucket or max(height, width) > config.tile_size:
+        return height, width
+    up = lambda n: min(-(-n // config.bucket) * config.bucket, config.tile_size)  # noqa: E731
+    return up(height), up(width)
 
 
 def guide_data(params, guide_rgb: np.ndarray | None, terms) -> dict:
@@ -216,7 +263,10 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
                 on_octave(octave, 0)
             continue
         octave_keys = jax.vmap(lambda k: jax.random.fold_in(k, octave))(keys)
-        dreamed = dream_octave(params, base + detail, weights, data, octave_keys, terms, config)
+        (h, w), (ph, pw) = shapes[level], padded_shape(*shapes[level], config)
+        padded = jnp.pad(base + detail, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)))
+        dreamed = dream_octave(params, padded, weights, data, octave_keys, terms, config,
+                               valid=(h, w))[:, :h, :w]
         detail = dreamed - base
         if on_octave:
             jax.block_until_ready(dreamed)  # one sync per octave, so progress reports real work

@@ -24,6 +24,9 @@ def define_dream_flags():
                                      "Larger images get their gradient tile by tile.")
     normalize = flags.DEFINE_enum("normalize", _DEFAULTS.normalize, list(dream.NORMALIZERS),
                                   "Gradient normalisation: mean |g| (original) or std (TF tutorial).")
+    bucket = flags.DEFINE_integer(
+        "bucket", _DEFAULTS.bucket, "Pad image sizes up to a multiple of this so nearby sizes "
+        "share one compiled step (0: exact sizes). Results differ slightly from exact sizes.")
     seed = flags.DEFINE_integer("seed", 0, "Random seed (jitter, tile offsets, default noise).")
     guide = flags.DEFINE_string("guide", None, "Guide image for guide(LAYER) objectives.")
     max_side = flags.DEFINE_integer("max_side", 0, "Downscale inputs to this longer side (0: keep).")
@@ -39,7 +42,7 @@ def define_dream_flags():
             config=dream.DreamConfig(
                 octave_n=octaves.value, octave_scale=octave_scale.value, iter_n=steps.value,
                 step_size=step_size.value, jitter=jitter.value, tile_size=tile_size.value,
-                normalize=normalize.value),
+                normalize=normalize.value, bucket=bucket.value),
             seed=seed.value, guide=guide.value, max_side=max_side.value,
             max_pixels=max_pixels.value, noise_size=noise_size.value)
 

@@ -147,6 +147,27 @@ class GoogLeNet(nn.Module):
         yield "prob", jax.nn.softmax(logits, axis=-1)
 
 
+def _pool_ceil_size(n):
+    return -((3 - n) // 2) + 1  # ceil((n - 3) / 2) + 1, for python or traced ints
+
+
+# The size-changing ops in order: every other layer keeps its input's size.
+_REDUCTIONS = (("conv1/7x7_s2", lambda n: (n - 1) // 2 + 1),
+               ("pool1/3x3_s2", _pool_ceil_size), ("pool2/3x3_s2", _pool_ceil_size),
+               ("pool3/3x3_s2", _pool_ceil_size), ("pool4/3x3_s2", _pool_ceil_size),
+               ("pool5/7x7_s1", lambda n: n - 6))
+
+
+def map_extent(layer: str, n):
+    """Size along one axis of `layer`'s map for an input of size n (int or traced
+    int): how much of a padded image's map belongs to the real image."""
+    position = LAYERS.index(layer)
+    for name, reduce in _REDUCTIONS:
+        if LAYERS.index(name) <= position:
+            n = reduce(n)
+    return n
+
+
 MODEL = GoogLeNet()
 
 

@@ -140,3 +140,41 @@ def test_guide_objective_pulls_towards_the_guide(params):
 def test_bad_config_is_refused(field, value):
     with pytest.raises(UserError, match=field.split("_")[0]):
         dataclasses.replace(dream.DreamConfig(), **{field: value}).validate()
+
+
+@pytest.mark.parametrize("size", [1, 7, 16, 57, 100, 223, 224, 300, 517])
+def test_map_extent_matches_the_network(size):
+    from dream_jax import googlenet
+    shapes = googlenet.layer_shapes(size, size + 1)
+    for layer, shape in shapes.items():
+        if shape is not None and len(shape) == 3:
+            assert googlenet.map_extent(layer, size) == shape[0], layer
+            assert googlenet.map_extent(layer, size + 1) == shape[1], layer
+
+
+def test_sizes_within_a_bucket_share_one_compilation(params):
+    config = dataclasses.replace(FAST, bucket=64)
+    dream.dream(_photo(size=(100, 90)), LAYER, params, config=config)
+    compiled = dream.dream_octave._cache_size()
+    out = dream.dream(_photo(size=(112, 70)), LAYER, params, config=config)
+    assert out.shape == (112, 70, 3)
+    assert dream.dream_octave._cache_size() == compiled
+
+
+def test_bucket_padding_is_exact_when_the_size_is_already_a_multiple(params):
+    image = _photo(size=(128, 64))
+    padded = dream.dream(image, LAYER, params, config=dataclasses.replace(FAST, bucket=64))
+    exact = dream.dream(image, LAYER, params, config=dataclasses.replace(FAST, bucket=0))
+    np.testing.assert_array_equal(padded, exact)
+
+
+def test_bucket_padding_never_changes_and_never_leaks(params):
+    """Padding stays zero (model space), and the real region is dreamed as usual."""
+    image = preprocess.to_model(_photo(size=(100, 90)))
+    padded = jnp.pad(jnp.asarray(image)[None], ((0, 0), (0, 28), (0, 38), (0, 0)))
+    o = objectives.parse(LAYER)
+    out = np.asarray(dream.dream_octave(params, padded, jnp.ones((1, 1)), {},
+                                        jax.random.PRNGKey(0)[None], o.terms, FAST,
+                                        valid=(100, 90)))
+    assert np.all(out[0, 100:] == 0) and np.all(out[0, :, 90:] == 0)
+    assert np.abs(out[0, :100, :90] - image).mean() > 1.0
