@@ -44,18 +44,63 @@ NUM_CLASSES = 1000
 INPUT_SIZE = 224  # classification size; the convolutional taps take any size
 
 
+def _window_taps(x, axis: int, window: int, stride: int, out: int, pads: tuple[int, int]):
+    """The `window` strided views of x (padded with -inf) along one axis."""
+    padded = jnp.pad(x, [pads if a == axis else (0, 0) for a in range(x.ndim)],
+                     constant_values=-jnp.inf)
+    index = [slice(None)] * x.ndim
+    taps = []
+    for offset in range(window):
+        index[axis] = slice(offset, offset + (out - 1) * stride + 1, stride)
+        taps.append(padded[tuple(index)])
+    return taps
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
+def _max_pool_axis(x, axis, window, stride, out, pads):
+    return functools.reduce(jnp.maximum, _window_taps(x, axis, window, stride, out, pads))
+
+
+def _max_pool_axis_fwd(x, axis, window, stride, out, pads):
+    result = _max_pool_axis(x, axis, window, stride, out, pads)
+    return result, (x, result)
+
+
+def _max_pool_axis_bwd(axis, window, stride, out, pads, residuals, g):
+    """Each output's gradient goes to the first input that attains its max (Caffe's
+    rule), placed back with an interior-padded `lax.pad`: elementwise work that XLA
+    fuses, where the default select-and-scatter lowers to a slow scatter on CPU."""
+    x, result = residuals
+    taken = jnp.zeros(result.shape, bool)
+    grad = jnp.zeros_like(x)
+    for offset, tap in enumerate(_window_taps(x, axis, window, stride, out, pads)):
+        hit = (tap == result) & ~taken
+        taken = taken | hit
+        low = offset - pads[0]
+        config = [(0, 0, 0)] * x.ndim
+        config[axis] = (low, x.shape[axis] - low - (out - 1) * stride - 1, stride - 1)
+        grad = grad + lax.pad(jnp.where(hit, g, 0.0), jnp.zeros((), g.dtype), config)
+    return (grad,)
+
+
+_max_pool_axis.defvjp(_max_pool_axis_fwd, _max_pool_axis_bwd)
+
+
 def max_pool_ceil(x: jax.Array, window: int, stride: int, pad: int = 0) -> jax.Array:
-    """Caffe max-pooling: output size rounds *up*, so the right/bottom edge gets
-    extra -inf padding; a window may not start inside the right padding."""
-    def pads(n: int) -> tuple[int, int]:
+    """Caffe max-pooling on NHWC: output size rounds *up* (the right/bottom edge
+    gets extra -inf padding; a window may not start inside the right padding).
+
+    Separable (max over columns, then rows) with a hand-written gradient: 2x3
+    strided taps instead of `lax.reduce_window`, whose gradient (an argmax
+    reduce-window, iotas and a scatter) took most of the dream step on CPU."""
+    def size_and_pads(n: int) -> tuple[int, tuple[int, int]]:
         out = math.ceil((n + 2 * pad - window) / stride) + 1
         if pad and (out - 1) * stride >= n + pad:
             out -= 1
-        return pad, (out - 1) * stride + window - n - pad
+        return out, (pad, (out - 1) * stride + window - n - pad)
 
-    return lax.reduce_window(
-        x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1),
-        ((0, 0), pads(x.shape[1]), pads(x.shape[2]), (0, 0)))
+    x = _max_pool_axis(x, 2, window, stride, *size_and_pads(x.shape[2]))
+    return _max_pool_axis(x, 1, window, stride, *size_and_pads(x.shape[1]))
 
 
 def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,

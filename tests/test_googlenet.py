@@ -78,3 +78,25 @@ def test_stops_at_the_deepest_requested_tap():
 def test_unknown_layer_lists_valid_names():
     with pytest.raises(ValueError, match="inception_4c/output"):
         googlenet.apply({}, jnp.zeros((1, 224, 224, 3)), ("inception_9z/output",))
+
+
+@pytest.mark.parametrize("size,stride,pad", [(57, 2, 0), (28, 1, 1), (112, 2, 0)])
+def test_max_pool_gradient_matches_xla_and_goes_to_the_first_max(size, stride, pad):
+    from jax import lax
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(1, size, size + 5, 3)), jnp.float32)
+
+    def reference(x):  # XLA's own max-pool, same Caffe padding
+        out = googlenet.max_pool_ceil(x, 3, stride, pad)
+        pads = [(pad, (o - 1) * stride + 3 - n - pad) for o, n in zip(out.shape[1:3], x.shape[1:3])]
+        return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, stride, stride, 1),
+                                 ((0, 0), *pads, (0, 0)))
+
+    out, vjp = jax.vjp(lambda x: googlenet.max_pool_ceil(x, 3, stride, pad), x)
+    cotangent = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
+    np.testing.assert_allclose(vjp(cotangent)[0], jax.vjp(reference, x)[1](cotangent)[0],
+                               atol=1e-5)
+    # Ties (a constant image): every output's gradient lands on exactly one input.
+    flat = jnp.zeros((1, size, size, 2))
+    grad = jax.grad(lambda x: googlenet.max_pool_ceil(x, 3, stride, pad).sum())(flat)
+    assert float(grad.sum()) == googlenet.max_pool_ceil(flat, 3, stride, pad).size
