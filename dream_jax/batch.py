@@ -3,7 +3,9 @@ resumable after any crash.
 
 Every output is written atomically, so after a SIGKILL an output either exists
 complete or not at all; a rerun skips the complete ones and removes stale temp
-files. Ctrl-C stops between batches and still writes the summary. Per-image
+files. Ctrl-C stops between batches and still writes the summary. An output
+that cannot be written (disk full, folder gone) stops the run with one error:
+every later write would fail the same way, and what is written stays. Per-image
 PRNG keys depend only on the seed, so a batched output is identical to the
 same image dreamed alone (and `scripts/dream.py --replay` reproduces it).
 """
@@ -23,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dream_jax import atomic, dream, image_io, objectives, preprocess, render, weights
-from dream_jax.errors import UserError
+from dream_jax.errors import ImageError, UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 SUMMARY_FILE = "batch_summary.json"
@@ -38,6 +40,10 @@ def collect_inputs(spec: str) -> list[Path]:
     if not found:
         raise UserError(f"no input images match {spec}")
     return sorted(found)
+
+
+class OutputError(UserError):
+    """An output could not be written: the run stops (the next ones would fail too)."""
 
 
 @dataclasses.dataclass
@@ -73,58 +79,82 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     out_dir = Path(output_dir)
+    if Path(input_spec).is_dir() and out_dir.resolve() == Path(input_spec).resolve():
+        raise UserError(f"output folder {out_dir} is the input folder: outputs would be "
+                        f"taken as inputs on the next run; choose another --output_dir")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create output folder {out_dir}: {e.strerror}") from None
-    render.check_output(out_dir / "probe.png")
+        raise UserError(f"cannot create output folder {out_dir}: {e.strerror or e}") from None
+    render.check_folder(out_dir)
     atomic.remove_stale_temps(out_dir)
     jobs = plan(collect_inputs(input_spec), texts, out_dir)
     pending = [job for job in jobs if not job.output.exists()]
     summary = {"done": 0, "skipped": len(jobs) - len(pending), "failed": [], "interrupted": False}
+    all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
+    layers = objectives.Objective(all_terms, (1.0,) * len(all_terms)).layers
+    try:  # from here on, Ctrl-C still leaves a summary
+        shapes = {}  # sizes first; pixels are decoded again per batch, to bound memory
+        for path in dict.fromkeys(job.input for job in pending):
+            try:
+                rgb, _ = render.fit_max_side(*image_io.read_image(path, request.max_pixels),
+                                             request.max_side)
+                render.check_size(str(path), *rgb.shape[:2], request.config, layers)
+                shapes[path] = rgb.shape[:2]
+            except UserError as e:
+                summary["failed"].append(str(e))
+                log(f"skipping: {e}", file=sys.stderr)
+        groups = defaultdict(list)
+        for job in pending:
+            if job.input in shapes:
+                groups[shapes[job.input]].append(job)
+        if groups:  # else nothing is left to dream, and the weights are not even read
+            _dream_groups(groups, request, all_terms, batch_size, weights_dir, progress,
+                          summary, log)
+    except KeyboardInterrupt:
+        summary["interrupted"] = True
+    finally:
+        summary["seconds"] = round(time.perf_counter() - start, 3)
+        summary_error = _write_summary(out_dir / SUMMARY_FILE, summary)
+    if summary_error:  # only reached when nothing else went wrong first
+        raise summary_error
+    return summary
 
-    shapes = {}  # sizes first; pixels are decoded again per batch, to bound memory
-    for path in dict.fromkeys(job.input for job in pending):
-        try:
-            rgb, _ = render.fit_max_side(*image_io.read_image(path, request.max_pixels),
-                                         request.max_side)
-            shapes[path] = rgb.shape[:2]
-        except UserError as e:
-            summary["failed"].append(str(e))
-            log(f"skipping: {e}", file=sys.stderr)
-    groups = defaultdict(list)
-    for job in pending:
-        if job.input in shapes:
-            groups[shapes[job.input]].append(job)
 
+def _dream_groups(groups: dict, request: render.DreamRequest, all_terms: tuple,
+                  batch_size: int, weights_dir, progress: bool, summary: dict, log) -> None:
+    """Load the weights and dream every same-size group, `batch_size` at a time."""
     manifest = weights.read_manifest(weights_dir)
     params = weights.load_params(weights_dir)
     guide_rgb = (image_io.read_image(request.guide, request.max_pixels)[0]
                  if request.guide else None)
-    all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
     data = dream.guide_data(params, guide_rgb, all_terms)
-    bar = tqdm(total=sum(map(len, groups.values())), unit="image", desc="batch",
-               disable=not progress)
-    try:
+    with tqdm(total=sum(map(len, groups.values())), unit="image", desc="batch",
+              disable=None if progress else True) as bar:  # None: only on a terminal
         for shape, group in groups.items():
             for i in range(0, len(group), batch_size):
                 chunk = group[i:i + batch_size]
                 try:
                     _dream_chunk(chunk, request, params, data, manifest["sha256"])
-                except UserError as e:  # e.g. too small for the objective's layer
+                except OutputError:
+                    raise
+                except UserError as e:  # e.g. an input changed or vanished since the scan
                     summary["failed"].extend(f"{job.input}: {e}" for job in chunk)
                     log(f"skipping {len(chunk)} image(s) of size {shape[1]}x{shape[0]}: {e}",
                         file=sys.stderr)
                     continue
                 summary["done"] += len(chunk)
                 bar.update(len(chunk))
-    except KeyboardInterrupt:
-        summary["interrupted"] = True
-    finally:
-        bar.close()
-        summary["seconds"] = round(time.perf_counter() - start, 3)
-        atomic.atomic_write(out_dir / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
-    return summary
+
+
+def _write_summary(path: Path, summary: dict) -> UserError | None:
+    """Write the summary; a failure is returned, not raised, so that it never
+    hides the error that stopped the run."""
+    try:
+        atomic.atomic_write(path, (json.dumps(summary, indent=2) + "\n").encode())
+    except OSError as e:
+        return UserError(f"{path}: cannot write the batch summary ({e.strerror or e})")
+    return None
 
 
 def _dream_chunk(chunk: list[Job], request: render.DreamRequest, params, data,
@@ -140,4 +170,8 @@ def _dream_chunk(chunk: list[Job], request: render.DreamRequest, params, data,
     dreamed = preprocess.to_uint8(preprocess.from_model(np.asarray(out)))
     for job, rgb, (_, alpha) in zip(chunk, dreamed, pixels):
         job_request = dataclasses.replace(request, input=str(job.input), objective=job.objective)
-        image_io.write_png(job.output, rgb, alpha, render.metadata(job_request, weights_sha256))
+        try:
+            image_io.write_png(job.output, rgb, alpha, render.metadata(job_request, weights_sha256))
+        except ImageError as e:
+            raise OutputError(f"{e}; stopped (outputs already written are complete: "
+                              f"rerun to resume)") from None

@@ -5,7 +5,9 @@ CMYK, 16-bit, EXIF-rotated: pixels come back in displayed orientation;
 animated files: the first frame) and returns uint8 RGB plus the alpha channel,
 if any, so callers can re-attach it. Problems become one-line `ImageError`s
 naming the file. The pixel count is checked from the header, before decoding,
-against `max_pixels` (decompression bombs).
+against `max_pixels` (decompression bombs); PNG chunk checksums are verified
+before decoding too. The decoders read untrusted bytes, so *any* exception
+they raise is reported as a bad file, never as a traceback.
 """
 from __future__ import annotations
 
@@ -39,6 +41,32 @@ def _to_rgb_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(img.convert("RGB")), None
 
 
+def _check_header(img: Image.Image, path: Path, max_pixels: int) -> None:
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageError(f"{path}: {width}x{height} is {width * height:,} pixels, "
+                         f"over the limit of {max_pixels:,} (raise --max_pixels "
+                         f"if you trust this file)")
+    if width < 1 or height < 1:
+        raise ImageError(f"{path}: image has no pixels ({width}x{height})")
+
+
+def _decode(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    img.seek(0)
+    img.load()
+    return _to_rgb_and_alpha(ImageOps.exif_transpose(img))
+
+
+def _open_and_decode(path: Path, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    with Image.open(path) as img:
+        _check_header(img, path, max_pixels)
+        if img.format != "PNG":
+            return _decode(img)
+        img.verify()  # every chunk's CRC, without decoding; leaves `img` unusable
+    with Image.open(path) as img:
+        return _decode(img)
+
+
 def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
                ) -> tuple[np.ndarray, np.ndarray | None]:
     """(uint8 RGB (H, W, 3), uint8 alpha (H, W) or None) in displayed orientation."""
@@ -48,22 +76,13 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
     if not path.exists():
         raise ImageError(f"{path}: no such file")
     try:
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # our own pixel limit replaces Pillow's warning
             previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
-                with Image.open(path) as img:
-                    width, height = img.size
-                    if width * height > max_pixels:
-                        raise ImageError(f"{path}: {width}x{height} is {width * height:,} pixels, "
-                                         f"over the limit of {max_pixels:,} (raise --max_pixels "
-                                         f"if you trust this file)")
-                    if width < 1 or height < 1:
-                        raise ImageError(f"{path}: image has no pixels ({width}x{height})")
-                    img.seek(0)
-                    img.load()
-                    img = ImageOps.exif_transpose(img)
-                    return _to_rgb_and_alpha(img)
+                return _open_and_decode(path, max_pixels)
             finally:
                 Image.MAX_IMAGE_PIXELS = previous
     except ImageError:
@@ -72,9 +91,18 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
         raise ImageError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read (unknown or corrupt format)") from None
+    except MemoryError:
+        raise ImageError(f"{path}: not enough memory to decode this image") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageError(f"{path}: corrupt or truncated image ({reason})") from None
+        raise ImageError(f"{path}: corrupt or truncated image ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - a decoder choking on hostile bytes is a bad file
+        raise ImageError(f"{path}: cannot decode image ({type(e).__name__}: "
+                         f"{_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None = None,

@@ -1,7 +1,8 @@
 """From a request (config as data) to a PNG on disk, reproducibly.
 
 A `DreamRequest` holds everything that determines the pixels. It is checked
-before any heavy work (flags, objective, output folder), and stored as JSON in
+before any heavy work (flags, objective, output folder, and the input's size
+against the octaves and the objective's layers), and stored as JSON in
 the PNG's text metadata together with the weights' sha256 and the package
 version, so `replay` can re-run it: on CPU the same request gives the same
 bytes.
@@ -9,9 +10,11 @@ bytes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +29,9 @@ from dream_jax.errors import UserError
 METADATA_KEY = "dream_jax"
 DEFAULT_NOISE_SIZE = 512
 MIN_SIDE = 16  # smaller images give the network 1x1 maps at every layer: nothing to dream
+MAX_OCTAVES = 100  # far beyond any useful pyramid; keeps absurd counts from running for hours
+MAX_STEPS = 100_000
+MAX_SEED = 2**32 - 1  # JAX keys take 32-bit seeds; larger ones would silently collide
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +58,61 @@ class DreamRequest:
             raise UserError(f"noise_size must be >= 32, got {self.noise_size}")
         if self.max_pixels < 1:
             raise UserError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if self.input is None and self.noise_size ** 2 > self.max_pixels:
+            raise UserError(f"noise_size {self.noise_size} gives {self.noise_size ** 2:,} pixels, "
+                            f"over --max_pixels={self.max_pixels:,}")
+        if self.config.octave_n > MAX_OCTAVES:
+            raise UserError(f"octave_n (--octaves) must be <= {MAX_OCTAVES}, "
+                            f"got {self.config.octave_n}")
+        if self.config.iter_n > MAX_STEPS:
+            raise UserError(f"iter_n (--steps) must be <= {MAX_STEPS:,}, got {self.config.iter_n}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
         return objective
+
+
+def check_size(name: str, height: int, width: int, config: dream.DreamConfig,
+               layers: tuple[str, ...]) -> None:
+    """Refuse, before any weights are loaded, an image too small to dream: under
+    MIN_SIDE, too small for the deepest layer of the objective, or shrunk by the
+    octave pyramid below MIN_SIDE (which would only add pointless octaves)."""
+    if min(height, width) < MIN_SIDE:
+        raise UserError(f"{name}: {width}x{height} is too small to dream "
+                        f"(each side needs at least {MIN_SIDE} px)")
+    if layers and not _fits(height, width, layers[-1]):
+        raise UserError(f"{name}: {width}x{height} is too small for {layers[-1]} "
+                        f"(use a bigger image or a shallower layer)")
+    if config.octave_n > MAX_OCTAVES:  # also for callers that skipped DreamRequest.check
+        raise UserError(f"octave_n (--octaves) must be <= {MAX_OCTAVES}, got {config.octave_n}")
+    shapes = dream.octave_shapes(height, width, config.octave_n, config.octave_scale)
+    usable = sum(1 for shape in shapes if min(shape) >= MIN_SIDE)
+    if usable < len(shapes):
+        h, w = shapes[-1]
+        raise UserError(f"{name}: {width}x{height} with {config.octave_n} octaves at "
+                        f"octave_scale {config.octave_scale:g} shrinks to {w}x{h} at the smallest "
+                        f"octave (under {MIN_SIDE} px); use at most --octaves={usable} or a "
+                        f"smaller --octave_scale")
+
+
+@functools.lru_cache(maxsize=1024)
+def _fits(height: int, width: int, layer: str) -> bool:
+    return dream.fits_network(height, width, (layer,))
+
+
+def check_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """An existing folder where a file can really be created (root passes
+    `os.access` even where writes fail, e.g. /sys or a read-only mount: so try)."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"{what} {folder} does not exist")
+    if not folder.is_dir():
+        raise UserError(f"{what} {folder} is a file, not a folder")
+    try:  # named like atomic.py's temp files, so a crash here leaves only a stale temp
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise UserError(f"{what} {folder} is not writable ({e.strerror or e})") from None
+    return folder
 
 
 def check_output(path: str | os.PathLike) -> Path:
@@ -60,13 +120,12 @@ def check_output(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise UserError(f"{path}: output must be a .png file")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise UserError(f"{path}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"{path}: output folder {folder} is not writable")
     if path.is_dir():
         raise UserError(f"{path}: is a directory")
+    try:
+        check_folder(path.parent if str(path.parent) else Path("."))
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
     return path
 
 
@@ -93,13 +152,15 @@ def noise_image(seed: int, size: int) -> np.ndarray:
 
 
 def load_input(request: DreamRequest) -> tuple[np.ndarray, np.ndarray | None]:
+    """The input's pixels (or the seeded noise), checked with `check_size`."""
+    layers = objectives.parse(request.objective).layers
     if request.input is None:
-        return noise_image(request.seed, request.noise_size), None
+        size = request.noise_size
+        check_size("noise input", size, size, request.config, layers)
+        return noise_image(request.seed, size), None
     rgb, alpha = fit_max_side(*image_io.read_image(request.input, request.max_pixels),
                               request.max_side)
-    if min(rgb.shape[:2]) < MIN_SIDE:
-        raise UserError(f"{request.input}: {rgb.shape[1]}x{rgb.shape[0]} is too small to dream "
-                        f"(each side needs at least {MIN_SIDE} px)")
+    check_size(str(request.input), *rgb.shape[:2], request.config, layers)
     return rgb, alpha
 
 
@@ -159,7 +220,8 @@ def render(request: DreamRequest, output: str | os.PathLike, params=None,
     params = weights.load_params(weights_dir) if params is None else params
     data = dream.guide_data(params, guide_rgb, objective.terms)
     bar = tqdm(total=request.config.octave_n * request.config.iter_n, unit="step",
-               desc="dream", disable=not progress, leave=False)
+               desc="dream", disable=None if progress else True,  # None: terminals only
+               leave=False)
     try:
         out = dream.deepdream(
             params, preprocess.to_model(rgb)[None], [objective], request.config,

@@ -55,11 +55,16 @@ def download(url: str, dest: Path, expected_sha256: str | None = None,
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     out.write(chunk)
                     bar.update(len(chunk))
+        if total is not None and part.stat().st_size != total:  # connection cut short
+            raise WeightsError(f"download of {url} stopped at {part.stat().st_size:,} of "
+                               f"{total:,} bytes; run again to resume")
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:  # the .part is already complete
             pass
         else:
             raise WeightsError(f"download failed: {url}: HTTP {e.code} {e.reason}") from None
+    except WeightsError:
+        raise
     except (urllib.error.URLError, OSError) as e:
         raise WeightsError(f"download failed: {url}: {getattr(e, 'reason', e)}") from None
     if expected_sha256 is not None:
