@@ -107,15 +107,16 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,
                         beta: float = 0.75, k: float = 1.0) -> jax.Array:
     """Caffe's cross-channel LRN: x / (k + alpha/size * sum_window x^2) ** beta.
 
-    The channel-window sum is a matmul with a banded 0/1 matrix: one GEMM that
-    XLA fuses well on every backend, unlike a reduce_window over channels."""
-    channels = x.shape[-1]
-    idx = jnp.arange(channels)
-    band = (jnp.abs(idx[:, None] - idx[None, :]) <= size // 2).astype(x.dtype)
-    window_sum = jnp.einsum("...c,cd->...d", x * x, band,
-                            precision=lax.Precision.HIGHEST)
+    The channel-window sum is `size` shifted slices of the zero-padded squares,
+    added: elementwise work that XLA fuses into one loop (a banded matmul would
+    cost `channels` multiply-adds per value, ~10% of the dream step's FLOPs)."""
+    channels, half = x.shape[-1], size // 2
+    squares = jnp.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(half, half)])
+    window_sum = sum(squares[..., i:i + channels] for i in range(size))
     scale = k + (alpha / size) * window_sum
-    return x * lax.rsqrt(scale) * lax.rsqrt(lax.sqrt(scale))  # scale ** -0.75
+    if beta == 0.75:
+        return x * lax.rsqrt(scale) * lax.rsqrt(lax.sqrt(scale))  # scale ** -0.75
+    return x * scale ** -beta
 
 
 class GoogLeNet(nn.Module):
