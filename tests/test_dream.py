@@ -155,7 +155,7 @@ def test_map_extent_matches_the_network(size):
 def test_sizes_within_a_bucket_share_one_compilation(params):
     config = dataclasses.replace(FAST, bucket=64)
     dream.dream(_photo(size=(100, 90)), LAYER, params, config=config)
-    compiled = dream.dream_octave._cache_size()
+    compiled = dream.dream_octave._cache_size()  # noqa: SLF001
     out = dream.dream(_photo(size=(112, 70)), LAYER, params, config=config)
     assert out.shape == (112, 70, 3)
     assert dream.dream_octave._cache_size() == compiled
@@ -178,3 +178,17 @@ def test_bucket_padding_never_changes_and_never_leaks(params):
                                         valid=(100, 90)))
     assert np.all(out[0, 100:] == 0) and np.all(out[0, :, 90:] == 0)
     assert np.abs(out[0, :100, :90] - image).mean() > 1.0
+
+
+def test_long_octaves_run_in_chunks_with_fresh_jitter(params, monkeypatch):
+    monkeypatch.setattr(dream, "MAX_UNROLL", 2)
+    image = _photo()
+    chunked = dream.dream(image, LAYER, params, config=dataclasses.replace(FAST, iter_n=5))
+    assert chunked.shape == image.shape
+    monkeypatch.setattr(dream, "MAX_UNROLL", 20)
+    whole = dream.dream(image, LAYER, params, config=dataclasses.replace(FAST, iter_n=5))
+    assert np.any(chunked != whole)  # each chunk draws its own jitter, not a replay
+    first = dream.dream(image, LAYER, params, config=dataclasses.replace(FAST, iter_n=2))
+    monkeypatch.setattr(dream, "MAX_UNROLL", 2)
+    np.testing.assert_array_equal(
+        first, dream.dream(image, LAYER, params, config=dataclasses.replace(FAST, iter_n=2)))
