@@ -38,6 +38,7 @@ _EPS = 1e-8
 # compilation grows ~1 s per unrolled step on CPU, so longer octaves run as
 # several calls, dispatched back to back without waiting for the host.
 MAX_UNROLL = 20
+MAX_TILE_UNROLL = 4  # tiles per step unrolled likewise; more stay a loop (memory, compile time)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +143,8 @@ def tiled_gradient(params, image, weights, data, key, terms, tile_size):
         current = lax.dynamic_slice(total, (y0, x0, 0), (th, tw, 3))
         return lax.dynamic_update_slice(total, current + g * own[..., None], (y0, x0, 0)), None
 
-    total, _ = lax.scan(accumulate, jnp.zeros_like(rolled), starts)
+    total, _ = lax.scan(accumulate, jnp.zeros_like(rolled), starts,
+                        unroll=len(starts) <= MAX_TILE_UNROLL)  # see MAX_UNROLL
     return jnp.roll(total, (-shift[0], -shift[1]), axis=(0, 1))
 
 

@@ -155,7 +155,7 @@ def test_map_extent_matches_the_network(size):
 def test_sizes_within_a_bucket_share_one_compilation(params):
     config = dataclasses.replace(FAST, bucket=64)
     dream.dream(_photo(size=(100, 90)), LAYER, params, config=config)
-    compiled = dream.dream_octave._cache_size()  # noqa: SLF001
+    compiled = dream.dream_octave._cache_size()
     out = dream.dream(_photo(size=(112, 70)), LAYER, params, config=config)
     assert out.shape == (112, 70, 3)
     assert dream.dream_octave._cache_size() == compiled
