@@ -35,10 +35,10 @@ NORMALIZERS = ("mean_abs", "std")
 _EPS = 1e-8
 # Steps per compiled call. The steps are unrolled (XLA:CPU runs convolutions in a
 # while loop on a slow path: 0.56 vs 0.27 s per 512^2 step, measured), and
-# compilation grows ~1 s per unrolled step on CPU, so longer octaves run as
-# several calls, dispatched back to back without waiting for the host.
-MAX_UNROLL = 20
-MAX_TILE_UNROLL = 4  # tiles per step unrolled likewise; more stay a loop (memory, compile time)
+# compilation grows ~1 s per unrolled step on CPU, so an octave runs as calls of
+# at most MAX_UNROLL steps (one compilation per shape), dispatched back to back
+# without waiting for the host. 5 halved a cold 1024x575 dream against 20.
+MAX_UNROLL = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +143,7 @@ def tiled_gradient(params, image, weights, data, key, terms, tile_size):
         current = lax.dynamic_slice(total, (y0, x0, 0), (th, tw, 3))
         return lax.dynamic_update_slice(total, current + g * own[..., None], (y0, x0, 0)), None
 
-    total, _ = lax.scan(accumulate, jnp.zeros_like(rolled), starts,
-                        unroll=len(starts) <= MAX_TILE_UNROLL)  # see MAX_UNROLL
+    total, _ = lax.scan(accumulate, jnp.zeros_like(rolled), starts)
     return jnp.roll(total, (-shift[0], -shift[1]), axis=(0, 1))
 
 
