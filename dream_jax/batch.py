@@ -92,7 +92,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     pending = [job for job in jobs if not job.output.exists()]
     summary = {"done": 0, "skipped": len(jobs) - len(pending), "failed": [], "interrupted": False}
     all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
-    layers = objectives.Objective(all_terms, (1.0,) * len(all_terms)).layers
+    layers = objectives.layers_of(all_terms)
     try:  # from here on, Ctrl-C still leaves a summary
         shapes = {}  # sizes first; pixels are decoded again per batch, to bound memory
         for path in dict.fromkeys(job.input for job in pending):

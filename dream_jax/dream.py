@@ -96,7 +96,7 @@ def fits_network(height: int, width: int, layers: Sequence[str]) -> bool:
 def _objective_value(params, image, weights, data, terms, valid=None):
     """The objective for one image (H, W, 3); `valid` (2,) is the real image's size
     inside a padded one: only map positions of the real image count."""
-    taps = objectives.Objective(terms, (1.0,) * len(terms)).layers
+    taps = objectives.layers_of(terms)
     acts = {k: v[0] for k, v in googlenet.apply(params, image[None], taps).items()}
     masks = None
     if valid is not None:
@@ -249,7 +249,7 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     batch, height, width = images.shape[:3]
     terms = objectives.union_terms(objective_list)
     weights = jnp.asarray(objectives.weight_matrix(objective_list, terms))
-    layers = objectives.Objective(terms, (1.0,) * len(terms)).layers
+    layers = objectives.layers_of(terms)
     keys = jnp.stack([jax.random.PRNGKey(0)] * batch) if keys is None else keys
     data = {} if data is None else data
     shapes = octave_shapes(height, width, config.octave_n, config.octave_scale)

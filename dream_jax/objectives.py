@@ -164,8 +164,7 @@ class Objective:
     @property
     def layers(self) -> tuple[str, ...]:
         """The taps this objective reads, in network order (the net stops at the last)."""
-        needed = {t.layer for t in self.terms}
-        return tuple(layer for layer in googlenet.LAYERS if layer in needed)
+        return layers_of(self.terms)
 
     @property
     def needs_guide(self) -> bool:
@@ -194,6 +193,12 @@ class Objective:
             body = str(t) if abs(w) == 1 else f"{abs(w):g}*{t}"
             text += (("-" if w < 0 else "") if not text else (" - " if w < 0 else " + ")) + body
         return text
+
+
+def layers_of(terms) -> tuple[str, ...]:
+    """The taps a set of terms reads, in network order."""
+    needed = {t.layer for t in terms}
+    return tuple(layer for layer in googlenet.LAYERS if layer in needed)
 
 
 def as_objective(value) -> Objective:
