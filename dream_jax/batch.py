@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from dream_jax import atomic, dream, image_io, objectives, preprocess, render, weights
+from dream_jax import atomic, dream, image_io, objectives, render, weights
 from dream_jax.errors import ImageError, UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
@@ -165,9 +165,7 @@ def _dream_chunk(chunk: list[Job], request: render.DreamRequest, params, data,
     images = np.stack([rgb for rgb, _ in pixels])
     per_item = [objectives.parse(job.objective) for job in chunk]
     keys = jnp.stack([jax.random.PRNGKey(request.seed)] * len(chunk))
-    out = dream.deepdream(params, preprocess.to_model(images), per_item, request.config,
-                          keys=keys, data=data)
-    dreamed = preprocess.to_uint8(preprocess.from_model(np.asarray(out)))
+    dreamed = dream.dream_pixels(params, images, per_item, request.config, keys=keys, data=data)
     for job, rgb, (_, alpha) in zip(chunk, dreamed, pixels):
         job_request = dataclasses.replace(request, input=str(job.input), objective=job.objective)
         try:

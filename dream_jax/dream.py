@@ -286,6 +286,15 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     return bases[0] + detail
 
 
+def dream_pixels(params, images: np.ndarray, objective_list, config: DreamConfig, keys,
+                 data=None, on_octave=None) -> np.ndarray:
+    """`deepdream` on uint8 RGB (B, H, W, 3), returning uint8 RGB: the pixel
+    round trip every caller (API, scripts, batch, zoom) needs."""
+    out = deepdream(params, preprocess.to_model(images), objective_list, config, keys, data,
+                    on_octave)
+    return preprocess.to_uint8(preprocess.from_model(np.asarray(out)))
+
+
 def dream(image, objective="inception_4c/output", params=None, config: DreamConfig | None = None,
           seed: int = 0, guide=None, on_octave=None, **overrides) -> np.ndarray:
     """Dream on uint8 RGB image(s): (H, W, 3) -> (H, W, 3), or (N, H, W, 3) with M
@@ -304,8 +313,7 @@ def dream(image, objective="inception_4c/output", params=None, config: DreamConf
     terms = objectives.union_terms(objective_list)
     data = guide_data(params, None if guide is None else np.asarray(guide), terms)
     keys = jnp.stack([jax.random.PRNGKey(seed)] * (n * m))
-    out = deepdream(params, preprocess.to_model(batch), per_item, config, keys, data, on_octave)
-    rgb = preprocess.to_uint8(preprocess.from_model(np.asarray(out)))
+    rgb = dream_pixels(params, batch, per_item, config, keys, data, on_octave)
     rgb = rgb.reshape(n, m, *rgb.shape[1:])
     if single_objective:
         rgb = rgb[:, 0]

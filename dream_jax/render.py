@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dream_jax import __version__, dream, image_io, objectives, preprocess, weights
+from dream_jax import __version__, dream, image_io, objectives, weights
 from dream_jax.errors import UserError
 
 METADATA_KEY = "dream_jax"
@@ -223,11 +223,10 @@ def render(request: DreamRequest, output: str | os.PathLike, params=None,
                desc="dream", disable=None if progress else True,  # None: terminals only
                leave=False)
     try:
-        out = dream.deepdream(
-            params, preprocess.to_model(rgb)[None], [objective], request.config,
+        dreamed = dream.dream_pixels(
+            params, rgb[None], [objective], request.config,
             keys=jax.random.PRNGKey(request.seed)[None], data=data,
-            on_octave=lambda octave, steps: bar.update(request.config.iter_n))
-        dreamed = preprocess.to_uint8(preprocess.from_model(np.asarray(out[0])))
+            on_octave=lambda octave, steps: bar.update(request.config.iter_n))[0]
     finally:
         bar.close()
     image_io.write_png(output, dreamed, alpha, metadata(request, manifest["sha256"]))

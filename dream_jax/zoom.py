@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from dream_jax import dream, preprocess
+from dream_jax import dream
 from dream_jax.atomic import atomic_output
 
 
@@ -27,9 +27,7 @@ def zoom_frames(params, first: np.ndarray, objective, config: dream.DreamConfig,
     frame = first
     for i in range(frames):
         keys = jax.random.fold_in(jax.random.PRNGKey(seed), i)[None]
-        out = dream.deepdream(params, preprocess.to_model(frame)[None], [objective], config,
-                              keys=keys, data=data)
-        dreamed = preprocess.to_uint8(preprocess.from_model(np.asarray(out[0])))
+        dreamed = dream.dream_pixels(params, frame[None], [objective], config, keys, data)[0]
         yield dreamed
         frame = zoom_in(dreamed, factor)
 
