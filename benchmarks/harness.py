@@ -13,7 +13,10 @@ raised to the image size: the torch reference does not tile).
   octave: the whole `octave_n`-level loop at size x size (deepdream)
 FLOPs come from XLA's cost analysis of the jax case and are used for the torch
 cases too, so achieved FLOP/s are comparable. Compilation caches on disk are
-off: compile_s is a cold compile (caches inside the process stay on).
+off: compile_s is a cold compile (caches inside the process stay on). With
+`cache_dir`, jax's (compiled and exported steps) and inductor's on-disk caches
+live there instead, so a second run reports the first call of a process that
+finds them warm.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from dream_jax import dream, objectives, preprocess
+from dream_jax import dream, export_cache, objectives, preprocess
 from dream_jax import weights as weights_lib
 from dream_jax.errors import UserError
 
@@ -157,9 +160,10 @@ def _jax_inputs(case: Case):
 def jax_runner(params, case: Case) -> Callable[[], None]:
     images = jnp.asarray(_noise(case))
     objective_list, terms, weights, keys = _jax_inputs(case)
-    if case.mode == "step":
-        return lambda: dream.dream_octave(params, images, weights, {}, keys, terms,
-                                          case.config).block_until_ready()
+    if case.mode == "step":  # through the exported-step cache, as deepdream calls it
+        static = dict(terms=terms, config=case.config)
+        return lambda: export_cache.call(dream.dream_octave, static, params, images, weights,
+                                         {}, keys).block_until_ready()
     return lambda: dream.deepdream(params, images, objective_list, case.config,
                                    keys).block_until_ready()
 
@@ -251,11 +255,25 @@ def environment() -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
-def _setup_torch(params):
+def _setup_jax_caches(cache_dir: Path | None) -> None:
+    """Cold compiles, or jax's on-disk caches (compiled and exported steps) in cache_dir."""
+    # Before anything compiles (even a PRNGKey): jax checks the setting once.
+    jax.config.update("jax_enable_compilation_cache", cache_dir is not None)
+    export_cache.enable(None if cache_dir is None else cache_dir / "exported")
+    if cache_dir is not None:
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _setup_torch(params, cache_dir: Path | None):
     # Cold compiles, like jax's: inductor's and triton's on-disk caches in a
-    # folder of this process's own.
-    cache = tempfile.mkdtemp(prefix="benchmark_inductor_")
-    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    # folder of this process's own; or warm ones in cache_dir.
+    if cache_dir is None:
+        cache = tempfile.mkdtemp(prefix="benchmark_inductor_")
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    else:
+        cache = str(cache_dir / "inductor")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
     os.environ["TRITON_CACHE_DIR"] = os.path.join(cache, "triton")
     import torch
@@ -264,8 +282,8 @@ def _setup_torch(params):
     import torch._inductor.config
     from benchmarks import torch_reference as ref
     torch.set_num_threads(_cpus())
-    torch._inductor.config.fx_graph_cache = False
-    torch._functorch.config.enable_autograd_cache = False
+    torch._inductor.config.fx_graph_cache = cache_dir is not None
+    torch._functorch.config.enable_autograd_cache = cache_dir is not None
     torch._dynamo.config.recompile_limit = 64              # one graph per shape, many shapes
     return ref.torch_params(params, "cuda" if torch.cuda.is_available() else "cpu")
 
@@ -293,10 +311,9 @@ def _summary(case: Case, impl: str, compile_s: float, times: list[float], memory
 
 
 def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None,
-        log: Callable[[str], None] = print) -> dict:
+        log: Callable[[str], None] = print, cache_dir: Path | None = None) -> dict:
     """Benchmark every (mode, size, batch) with every implementation; returns the record."""
-    # First, before anything compiles (even a PRNGKey): jax checks the setting once.
-    jax.config.update("jax_enable_compilation_cache", False)  # cold compiles
+    _setup_jax_caches(cache_dir)  # first, before anything compiles
     load_before = os.getloadavg()[0]  # other work on the machine skews timings: record it
     impls, modes = list(dict.fromkeys(impls)), list(dict.fromkeys(modes))
     if unknown := set(impls) - set(IMPLS):
@@ -309,7 +326,7 @@ def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None
         if not dream.fits_network(size, size, (LAYER,)):
             raise UserError(f"size {size} is too small for {LAYER}")
     params = jax.device_put(weights_lib.load_params(weights_dir))
-    tparams = _setup_torch(params) if set(impls) - {"jax"} else None
+    tparams = _setup_torch(params, cache_dir) if set(impls) - {"jax"} else None
     record = environment()
     record["machine"]["load_average_1min_at_start"] = load_before
     cases = [Case(m, s, b, steps) for s in sorted(set(sizes)) for b in sorted(set(batches))
@@ -346,6 +363,7 @@ def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None
                                 for impl in impls if impl != "jax"}})
     settings = {"objective": LAYER, "config": dataclasses.asdict(dream.DreamConfig(iter_n=steps)),
                 "tiling": "off (tile_size raised to the image size)", "repeats": repeats,
+                "disk_caches": str(cache_dir) if cache_dir else "off (cold compiles)",
                 "flops_source": "XLA cost_analysis of the jax case, used for every impl"}
     return {**record, "command": " ".join(sys.argv), "settings": settings,
             "results": results, "speedups": speedups}

@@ -14,6 +14,7 @@ import jax
 
 from absl import app, flags, logging
 
+from dream_jax import export_cache
 from dream_jax.errors import UserError
 
 
@@ -30,9 +31,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def enable_compilation_cache() -> None:
-    """Reuse compiled dream steps across runs ($DREAM_JAX_CACHE, default ~/.cache/dream_jax)."""
-    folder = os.environ.get("DREAM_JAX_CACHE") or str(Path.home() / ".cache" / "dream_jax" / "jax")
-    jax.config.update("jax_compilation_cache_dir", folder)
+    """Reuse lowered and compiled dream steps across runs: $DREAM_JAX_CACHE (default
+    ~/.cache/dream_jax) holds jax's compilation cache (jax/) and exported steps (exported/)."""
+    folder = Path(os.environ.get("DREAM_JAX_CACHE") or Path.home() / ".cache" / "dream_jax")
+    export_cache.enable(folder / "exported")
+    jax.config.update("jax_compilation_cache_dir", str(folder / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

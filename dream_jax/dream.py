@@ -7,9 +7,8 @@
                 minus original at that level) to the next.
 
 One octave's `iter_n` steps for a whole batch are a single compiled call
-(`dream_octave`: an unrolled `lax.scan` over steps of a `vmap`ped step; octaves
-of more than MAX_UNROLL steps take several such calls), so there is no Python
-loop and no host round-trip per step. Each image carries its own PRNG
+(`dream_octave`: a `lax.scan` over steps of a `vmap`ped step), so there is no
+Python loop and no host round-trip per step. Each image carries its own PRNG
 key and objective weights, so N images x M objectives dream in one call and a
 batch gives the same pixels as the same images dreamed one by one.
 """
@@ -28,17 +27,11 @@ import numpy as np
 from absl import logging
 from jax import lax
 
-from dream_jax import googlenet, objectives, preprocess
+from dream_jax import export_cache, googlenet, objectives, preprocess
 from dream_jax.errors import UserError
 
 NORMALIZERS = ("mean_abs", "std")
 _EPS = 1e-8
-# Steps per compiled call. The steps are unrolled (XLA:CPU runs convolutions in a
-# while loop on a slow path: 0.56 vs 0.27 s per 512^2 step, measured), and
-# compilation grows ~1 s per unrolled step on CPU, so an octave runs as calls of
-# at most MAX_UNROLL steps (one compilation per shape), dispatched back to back
-# without waiting for the host. 5 halved a cold 1024x575 dream against 20.
-MAX_UNROLL = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +199,7 @@ def dream_octave(params, images, weights, data, keys, terms, config: DreamConfig
     def body(images, keys_now):
         return step(params, images, weights, data, keys_now, valid), None
 
-    images, _ = lax.scan(body, images, step_keys, unroll=True)  # see MAX_UNROLL
+    images, _ = lax.scan(body, images, step_keys)
     return images
 
 
@@ -272,12 +265,9 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
         octave_keys = jax.vmap(lambda k: jax.random.fold_in(k, octave))(keys)
         (h, w), (ph, pw) = shapes[level], padded_shape(*shapes[level], config)
         dreamed = jnp.pad(base + detail, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)))
-        for chunk, start in enumerate(range(0, config.iter_n, MAX_UNROLL)):
-            chunk_keys = octave_keys if chunk == 0 else jax.vmap(
-                lambda k: jax.random.fold_in(k, 1_000_000 + chunk))(octave_keys)
-            steps = min(MAX_UNROLL, config.iter_n - start)
-            dreamed = dream_octave(params, dreamed, weights, data, chunk_keys, terms,
-                                   dataclasses.replace(config, iter_n=steps), valid=(h, w))
+        dreamed = export_cache.call(dream_octave, dict(terms=terms, config=config), params,
+                                    dreamed, weights, data, octave_keys,
+                                    valid=jnp.array((h, w), jnp.int32))
         dreamed = dreamed[:, :h, :w]
         detail = dreamed - base
         if on_octave:

@@ -2,6 +2,7 @@
 
   python scripts/benchmark.py --out=bench/results    # writes bench/results.json and .md
   python scripts/benchmark.py --impl=jax,torch --sizes=224 --batch=1 --steps=5 --repeats=3
+  python scripts/benchmark.py --cache=/tmp/c ...  # twice: the 2nd run's compile_s is warm
 
 The logic is in benchmarks/harness.py; see its docstring for what is timed.
 """
@@ -23,6 +24,9 @@ _MODE = flags.DEFINE_list("mode", list(harness.MODES),
                           "step: one octave of --steps steps; octave: the whole octave loop.")
 _OUT = flags.DEFINE_string("out", "bench/results", "Writes OUT.json and OUT.md.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Converted weights folder (default: weights/).")
+_CACHE = flags.DEFINE_string(
+    "cache", None, "Keep on-disk compilation caches here (default: off, cold compiles); "
+    "a second run with the same folder measures a warm process's first call.")
 
 
 def _ints(flag) -> list[int]:
@@ -37,7 +41,8 @@ def _ints(flag) -> list[int]:
 
 def main():
     record = harness.run(_IMPL.value, _MODE.value, _ints(_SIZES), _ints(_BATCH), _STEPS.value,
-                         _REPEATS.value, Path(_WEIGHTS.value) if _WEIGHTS.value else None)
+                         _REPEATS.value, Path(_WEIGHTS.value) if _WEIGHTS.value else None,
+                         cache_dir=Path(_CACHE.value) if _CACHE.value else None)
     json_path, md_path = harness.write(record, _OUT.value)
     print(harness.markdown(record))
     print(f"wrote {json_path} and {md_path}")

@@ -100,3 +100,25 @@ def test_max_pool_gradient_matches_xla_and_goes_to_the_first_max(size, stride, p
     flat = jnp.zeros((1, size, size, 2))
     grad = jax.grad(lambda x: googlenet.max_pool_ceil(x, 3, stride, pad).sum())(flat)
     assert float(grad.sum()) == googlenet.max_pool_ceil(flat, 3, stride, pad).size
+
+
+@pytest.mark.parametrize("size,kernel,stride,pad", [
+    (224, 7, 2, 3), (223, 7, 2, 3), (57, 3, 1, 1), (28, 5, 1, 2), (30, 1, 1, 0)])
+def test_conv_gradients_match_xla(size, kernel, stride, pad):
+    """conv_nhwc's hand-written input gradient (and the kernel gradient) equal jax's."""
+    from jax import lax
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, size, size + 3, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 5)), jnp.float32)
+    padding = ((pad, pad), (pad, pad))
+
+    def reference(x, w):
+        return lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    ours, vjp = jax.vjp(lambda x, w: googlenet.conv_nhwc(x, w, (stride, stride), padding), x, w)
+    theirs, reference_vjp = jax.vjp(reference, x, w)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+    cotangent = jnp.asarray(rng.normal(size=ours.shape), jnp.float32)
+    for got, want in zip(vjp(cotangent), reference_vjp(cotangent)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
