@@ -50,10 +50,11 @@ IMPLS = ("jax", "torch", "torch_compile")
 MODES = ("step", "octave")
 LAYER = objectives.DEFAULT
 # Dense peak FLOP/s of known accelerators (SXM parts); f32 convolutions run as
-# TF32 by default in both XLA and cuDNN, so fractions are of the TF32 peak.
+# TF32 by default in both XLA and cuDNN, so float32 cases are measured against
+# the TF32 peak, bfloat16 cases against the bf16 one.
 PEAK_FLOPS = {"H100": {"bf16": 989e12, "tf32": 495e12, "fp32": 67e12},
               "H200": {"bf16": 989e12, "tf32": 495e12, "fp32": 67e12}}
-PEAK_PRECISION = "tf32"
+PEAK_PRECISION = {"float32": "tf32", "bfloat16": "bf16"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +63,12 @@ class Case:
     size: int
     batch: int
     steps: int
+    precision: str = "float32"
 
     @property
     def config(self) -> dream.DreamConfig:
-        return dream.DreamConfig(iter_n=self.steps, tile_size=max(self.size, dream.DreamConfig.tile_size))
+        return dream.DreamConfig(iter_n=self.steps, precision=self.precision,
+                                 tile_size=max(self.size, dream.DreamConfig.tile_size))
 
     @property
     def levels(self) -> list[tuple[int, int]]:
@@ -208,11 +211,11 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def _peak_flops() -> float | None:
+def _peak_flops(precision: str) -> float | None:
     kind = jax.devices()[0].device_kind
     for name, peaks in PEAK_FLOPS.items():
         if name in kind and "PCIe" not in kind:
-            return peaks[PEAK_PRECISION]
+            return peaks[PEAK_PRECISION[precision]]
     return None
 
 
@@ -227,7 +230,7 @@ def _dream_jax_commit() -> str | None:
         return None
 
 
-def environment() -> dict:
+def environment(precision: str = "float32") -> dict:
     """Machine, versions and date, for the record."""
     import flax
     import jaxlib
@@ -238,7 +241,7 @@ def environment() -> dict:
         pass
     machine = {"platform": platform.platform(), "cpu": cpu, "cpu_count": _cpus(),
                "jax_backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
-               "peak_flops": _peak_flops(), "peak_precision": PEAK_PRECISION}
+               "peak_flops": _peak_flops(precision), "peak_precision": PEAK_PRECISION[precision]}
     versions = {"dream_jax_commit": _dream_jax_commit(),
                 "python": platform.python_version(), "jax": jax.__version__,
                 "jaxlib": jaxlib.__version__, "flax": flax.__version__, "numpy": np.__version__}
@@ -311,7 +314,8 @@ def _summary(case: Case, impl: str, compile_s: float, times: list[float], memory
 
 
 def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None,
-        log: Callable[[str], None] = print, cache_dir: Path | None = None) -> dict:
+        log: Callable[[str], None] = print, cache_dir: Path | None = None,
+        precision: str = "float32") -> dict:
     """Benchmark every (mode, size, batch) with every implementation; returns the record."""
     _setup_jax_caches(cache_dir)  # first, before anything compiles
     load_before = os.getloadavg()[0]  # other work on the machine skews timings: record it
@@ -327,9 +331,11 @@ def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None
             raise UserError(f"size {size} is too small for {LAYER}")
     params = jax.device_put(weights_lib.load_params(weights_dir))
     tparams = _setup_torch(params, cache_dir) if set(impls) - {"jax"} else None
-    record = environment()
+    record = environment(precision)
     record["machine"]["load_average_1min_at_start"] = load_before
-    cases = [Case(m, s, b, steps) for s in sorted(set(sizes)) for b in sorted(set(batches))
+    if precision not in dream.PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(dream.PRECISIONS)}, got {precision!r}")
+    cases = [Case(m, s, b, steps, precision) for s in sorted(set(sizes)) for b in sorted(set(batches))
              for m in modes]  # smallest first: see _device_peak
     runners, compile_s, times, memory = {}, {}, {}, {}
     for case in cases:
@@ -349,7 +355,7 @@ def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None
                 times[case, impl].append(seconds)
                 memory[case, impl].append(used)
         log(f"repeat {r + 1}/{repeats} done")
-    peak_flops = _peak_flops()
+    peak_flops = _peak_flops(precision)
     results, speedups = [], []
     for case in cases:
         flops = jax_flops(params, case)
@@ -361,7 +367,8 @@ def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None
             speedups.append({"mode": case.mode, "size": case.size, "batch": case.batch,
                              **{f"jax_vs_{impl}": median[impl] / median["jax"]
                                 for impl in impls if impl != "jax"}})
-    settings = {"objective": LAYER, "config": dataclasses.asdict(dream.DreamConfig(iter_n=steps)),
+    settings = {"objective": LAYER,
+                "config": dataclasses.asdict(dream.DreamConfig(iter_n=steps, precision=precision)),
                 "tiling": "off (tile_size raised to the image size)", "repeats": repeats,
                 "disk_caches": str(cache_dir) if cache_dir else "off (cold compiles)",
                 "flops_source": "XLA cost_analysis of the jax case, used for every impl"}

@@ -118,11 +118,14 @@ _LOW = torch.tensor(-preprocess.MEAN_BGR).view(1, 3, 1, 1)
 _HIGH = torch.tensor(255.0 - preprocess.MEAN_BGR).view(1, 3, 1, 1)
 
 
-def _ascend(p: Params, images, layer: str, step_size: float):
+def _ascend(p: Params, images, layer: str, step_size: float, precision: str = "float32"):
     """Gradient of each image's 0.5*sum(x^2)/positions w.r.t. `images` (a leaf
     that requires grad), normalised per image by mean |g|, one step, clipped to
-    valid pixels. Clipping is per element, so it commutes with the roll back."""
-    act = forward(p, images, (layer,))[layer]
+    valid pixels. Clipping is per element, so it commutes with the roll back.
+    bfloat16 runs the network under autocast, as a PyTorch user would."""
+    with torch.autocast(images.device.type, dtype=torch.bfloat16,
+                        enabled=precision == "bfloat16"):
+        act = forward(p, images, (layer,))[layer].float()
     positions = act[0, 0].numel()
     # Each image's objective depends on that image only: the sum's gradient is per-image.
     (g,) = torch.autograd.grad(0.5 * act.square().sum() / positions, images)
@@ -137,7 +140,8 @@ def make_step(p: Params, images, layer: str, generator: torch.Generator,
     (torch.roll takes Python ints), gradient ascent, roll back."""
     oy, ox = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=generator).tolist()
     rolled = torch.roll(images.detach(), (oy, ox), dims=(2, 3)).requires_grad_(True)
-    return torch.roll(ascend(p, rolled, layer, config.step_size), (-oy, -ox), dims=(2, 3))
+    return torch.roll(ascend(p, rolled, layer, config.step_size, config.precision), (-oy, -ox),
+                      dims=(2, 3))
 
 
 def compiled_ascend() -> Callable:

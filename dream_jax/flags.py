@@ -27,6 +27,10 @@ def define_dream_flags():
     bucket = flags.DEFINE_integer(
         "bucket", _DEFAULTS.bucket, "Pad image sizes up to a multiple of this so nearby sizes "
         "share one compiled step (0: exact sizes). Results differ slightly from exact sizes.")
+    precision = flags.DEFINE_enum(
+        "precision", _DEFAULTS.precision, list(dream.PRECISIONS),
+        "The network's compute dtype: bfloat16 is for GPUs/TPUs (slower on CPU); the image "
+        "and its updates stay float32.")
     seed = flags.DEFINE_integer("seed", 0, "Random seed (jitter, tile offsets, default noise).")
     guide = flags.DEFINE_string("guide", None, "Guide image for guide(LAYER) objectives.")
     max_side = flags.DEFINE_integer("max_side", 0, "Downscale inputs to this longer side (0: keep).")
@@ -42,7 +46,7 @@ def define_dream_flags():
             config=dream.DreamConfig(
                 octave_n=octaves.value, octave_scale=octave_scale.value, iter_n=steps.value,
                 step_size=step_size.value, jitter=jitter.value, tile_size=tile_size.value,
-                normalize=normalize.value, bucket=bucket.value),
+                normalize=normalize.value, bucket=bucket.value, precision=precision.value),
             seed=seed.value, guide=guide.value, max_side=max_side.value,
             max_pixels=max_pixels.value, noise_size=noise_size.value)
 

@@ -24,6 +24,8 @@ _MODE = flags.DEFINE_list("mode", list(harness.MODES),
                           "step: one octave of --steps steps; octave: the whole octave loop.")
 _OUT = flags.DEFINE_string("out", "bench/results", "Writes OUT.json and OUT.md.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Converted weights folder (default: weights/).")
+_PRECISION = flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"],
+                               "Network compute dtype for every impl (torch: autocast).")
 _CACHE = flags.DEFINE_string(
     "cache", None, "Keep on-disk compilation caches here (default: off, cold compiles); "
     "a second run with the same folder measures a warm process's first call.")
@@ -42,7 +44,8 @@ def _ints(flag) -> list[int]:
 def main():
     record = harness.run(_IMPL.value, _MODE.value, _ints(_SIZES), _ints(_BATCH), _STEPS.value,
                          _REPEATS.value, Path(_WEIGHTS.value) if _WEIGHTS.value else None,
-                         cache_dir=Path(_CACHE.value) if _CACHE.value else None)
+                         cache_dir=Path(_CACHE.value) if _CACHE.value else None,
+                         precision=_PRECISION.value)
     json_path, md_path = harness.write(record, _OUT.value)
     print(harness.markdown(record))
     print(f"wrote {json_path} and {md_path}")

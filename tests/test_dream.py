@@ -136,7 +136,8 @@ def test_guide_objective_pulls_towards_the_guide(params):
 
 @pytest.mark.parametrize("field,value", [("iter_n", 0), ("octave_n", 0), ("octave_scale", 1.0),
                                          ("octave_scale", float("nan")), ("step_size", -1.0),
-                                         ("jitter", -1), ("normalize", "l1")])
+                                         ("jitter", -1), ("normalize", "l1"),
+                                         ("precision", "float16")])
 def test_bad_config_is_refused(field, value):
     with pytest.raises(UserError, match=field.split("_")[0]):
         dataclasses.replace(dream.DreamConfig(), **{field: value}).validate()
@@ -189,3 +190,22 @@ def test_an_octave_is_one_compiled_call_whatever_its_steps(params):
     after = _value(params, dream.dream(image, LAYER, params,
                                        config=dataclasses.replace(FAST, iter_n=7)), LAYER)
     assert dream.dream_octave._cache_size() == calls + 1 and after > before
+
+
+def test_bfloat16_stays_within_the_stated_tolerance_of_float32(params):
+    """BUILD_NOTES' tolerance for --precision=bfloat16: each step's gradient has
+    cosine >= 0.95 to float32's, and a 3-step dream's change correlates >= 0.75
+    with float32's (a different seed: ~0.07)."""
+    image = _photo()
+    o = objectives.as_objective(LAYER)
+    x = jnp.asarray(preprocess.to_model(image))
+    grad = jax.grad(dream._objective_value, argnums=1)
+    g32 = grad(params, x, jnp.asarray(o.weights), {}, o.terms)
+    g16 = grad(jax.tree.map(lambda p: p.astype(jnp.bfloat16), params), x,
+               jnp.asarray(o.weights), {}, o.terms)
+    assert g16.dtype == jnp.float32
+    assert float(jnp.vdot(g32, g16) / jnp.linalg.norm(g32) / jnp.linalg.norm(g16)) >= 0.95
+    config = dataclasses.replace(FAST, iter_n=3)
+    changes = [dream.dream(image, LAYER, params, config=dataclasses.replace(config, precision=p))
+               .astype(float) - image for p in dream.PRECISIONS]
+    assert np.corrcoef(changes[0].ravel(), changes[1].ravel())[0, 1] >= 0.75

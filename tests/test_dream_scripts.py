@@ -71,6 +71,7 @@ def test_alpha_is_kept(weights_dir, tmp_path):
     ("--output=/nonexistent-dir/out.png", "does not exist"),
     ("--output=out.jpg", ".png"),
     ("--normalize=l1", "normalize"),
+    ("--precision=float16", "precision"),
 ])
 def test_bad_flags_fail_in_one_line_without_output(weights_dir, tmp_path, flag, fragment):
     args = [f"--output={tmp_path / 'out.png'}", "--noise_size=64", *FAST]
