@@ -28,8 +28,10 @@ dream: env weights
 test: env
 	$(PY) -m pytest -q tests
 
+# make bench BENCH_ARGS='--sizes=224,512 --batch=1 --mode=step' picks cases.
+BENCH_ARGS ?=
 bench: env weights
-	$(PY) scripts/benchmark.py --out=bench/results
+	$(PY) scripts/benchmark.py --out=bench/results $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) weights/*.safetensors weights/manifest.json weights/synset_words.txt weights/downloads outputs

@@ -118,20 +118,21 @@ def _tile_starts(size: int, tile: int) -> list[tuple[int, int, int]]:
             for i in range(math.ceil(size / tile))]
 
 
-def tiled_gradient(params, image, weights, data, key, terms, tile_size):
-    """d objective / d image over fixed-size tiles, one at a time (bounded memory).
+def tiled_gradient(params, image, weights, data, key, terms, tile_size, offset=(0, 0)):
+    """d objective / d image over fixed-size tiles, one at a time (bounded memory),
+    taken at the image rolled by `offset` and rolled back.
 
     Tiles are full-size (the last one along an axis is shifted back inside the
     image) and each pixel takes its gradient from exactly one tile. Along an
-    axis with several tiles the image is rolled by a random offset first, so
-    the seams move every step; an image that fits one tile is not rolled, and
-    its gradient is exactly the whole-image gradient."""
+    axis with several tiles the image is rolled by a further random offset, so
+    the seams move every step; one roll does both. An image that fits one tile
+    gets exactly the whole-image gradient."""
     grad_fn = jax.grad(_objective_value, argnums=1)
     height, width = image.shape[:2]
     th, tw = min(tile_size, height), min(tile_size, width)
     rows, cols = _tile_starts(height, th), _tile_starts(width, tw)
     limits = jnp.array([th if len(rows) > 1 else 1, tw if len(cols) > 1 else 1])
-    shift = jax.random.randint(key, (2,), 0, limits)
+    shift = jnp.asarray(offset) + jax.random.randint(key, (2,), 0, limits)
     rolled = jnp.roll(image, (shift[0], shift[1]), axis=(0, 1))
     starts = jnp.array([(y0, x0, oy0, oy1, ox0, ox1)
                         for y0, oy0, oy1 in rows for x0, ox0, ox1 in cols], jnp.int32)
@@ -149,13 +150,16 @@ def tiled_gradient(params, image, weights, data, key, terms, tile_size):
     return jnp.roll(total, (-shift[0], -shift[1]), axis=(0, 1))
 
 
-def _gradient(params, image, weights, data, key, terms, tile_size, valid):
-    """The whole-image gradient when the image fits a tile, else tile by tile
-    (tiled images are never bucket-padded, see `padded_shape`)."""
+def _gradient(params, image, weights, data, key, offset, terms, tile_size, valid):
+    """d objective / d image at the image rolled by `offset`, rolled back: whole
+    when the image fits a tile, else tile by tile (tiled images are never
+    bucket-padded, see `padded_shape`)."""
     height, width = image.shape[:2]
     if height <= tile_size and width <= tile_size:
-        return jax.grad(_objective_value, argnums=1)(params, image, weights, data, terms, valid)
-    return tiled_gradient(params, image, weights, data, key, terms, tile_size)
+        g = jax.grad(_objective_value, argnums=1)(params, _roll(image, offset, valid), weights,
+                                                  data, terms, valid)
+        return _roll(g, -offset, valid)
+    return tiled_gradient(params, image, weights, data, key, terms, tile_size, offset)
 
 
 def _normalize(g, how: str, count):
@@ -180,16 +184,18 @@ def _roll(image, offset, valid):
 
 def make_step(params, image, weights, data, key, valid, terms, config: DreamConfig):
     """One gradient-ascent step on one image (H, W, 3) in model space whose real
-    content is its top-left valid[0] x valid[1] corner (the rest: zero padding)."""
+    content is its top-left valid[0] x valid[1] corner (the rest: zero padding).
+
+    The notebook rolls the image by a random jitter, steps, and rolls back; here
+    the gradient is taken at the rolled image and rolled back before the step:
+    the same pixels (a roll is a permutation), one image-sized copy fewer."""
     jitter_key, tile_key = jax.random.split(key)
     offset = jax.random.randint(jitter_key, (2,), -config.jitter, config.jitter + 1)
-    image = _roll(image, offset, valid)
-    g = _gradient(params, image, weights, data, tile_key, terms, config.tile_size, valid)
+    g = _gradient(params, image, weights, data, tile_key, offset, terms, config.tile_size, valid)
     inside = ((jnp.arange(image.shape[0]) < valid[0])[:, None, None]
               & (jnp.arange(image.shape[1]) < valid[1])[None, :, None])
     g = jnp.where(inside, g, 0.0)
     image = image + config.step_size * _normalize(g, config.normalize, valid[0] * valid[1] * 3)
-    image = _roll(image, -offset, valid)
     image = jnp.nan_to_num(image)  # never let a NaN reach the output
     return jnp.clip(image, -preprocess.MEAN_BGR, 255.0 - preprocess.MEAN_BGR)
 
@@ -259,13 +265,15 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     if not fits_network(height, width, layers):
         raise UserError(f"image {width}x{height} is too small for {layers[-1]}")
     bases = [jnp.asarray(images, jnp.float32)]
+    del images  # large images: every image-sized copy counts, see BUILD_NOTES
     for shape in shapes[1:]:
         bases.append(_resize(bases[-1], shape))
-    detail = jnp.zeros_like(bases[-1])
+    detail = None  # dreamed minus base, carried up the pyramid
     for level in reversed(range(len(shapes))):
         octave = len(shapes) - 1 - level
-        base = bases[level]
-        detail = _resize(detail, shapes[level]) if detail.shape != base.shape else detail
+        base = bases.pop()  # smallest first; a level's base is dropped after its octave
+        if detail is not None and detail.shape != base.shape:
+            detail = _resize(detail, shapes[level])
         if not fits_network(*shapes[level], layers):
             logging.warning("skipping octave %d: %dx%d is too small for %s", octave,
                             shapes[level][1], shapes[level][0], layers[-1])
@@ -274,16 +282,22 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
             continue
         octave_keys = jax.vmap(lambda k: jax.random.fold_in(k, octave))(keys)
         (h, w), (ph, pw) = shapes[level], padded_shape(*shapes[level], config)
-        dreamed = jnp.pad(base + detail, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)))
+        dreamed = base if detail is None else base + detail
+        detail = None
+        if not level:
+            del base  # the last octave's result is the output: its base is not needed
+        if (ph, pw) != (h, w):
+            dreamed = jnp.pad(dreamed, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)))
         dreamed = export_cache.call(dream_octave, dict(terms=terms, config=config), params,
                                     dreamed, weights, data, octave_keys,
                                     valid=jnp.array((h, w), jnp.int32))
         dreamed = dreamed[:, :h, :w]
-        detail = dreamed - base
         if on_octave:
             jax.block_until_ready(dreamed)  # one sync per octave, so progress reports real work
             on_octave(octave, config.iter_n)
-    return bases[0] + detail
+        if level:
+            detail = dreamed - base
+    return dreamed  # the last octave's image itself, as the notebook returns it
 
 
 def dream_pixels(params, images: np.ndarray, objective_list, config: DreamConfig, keys,
