@@ -99,10 +99,18 @@ def call(jitted, static: dict[str, Any], *args, **kwargs):
     key = _key(jitted, static, args, kwargs)
     run = _loaded.get(key)
     if run is None:
-        path = _folder / f"{jitted.__name__}-{key}.jaxexport"
-        exported = _read(path)
-        if exported is None:
-            exported = export.export(jitted)(*args, **static, **kwargs)
-            _write(path, exported)
-        run = _loaded[key] = jax.jit(exported.call)
+        run = _loaded[key] = _load_or_export(jitted, key, static, args, kwargs)
     return run(*args, **kwargs)
+
+
+def _load_or_export(jitted, key, static, args, kwargs) -> Callable:
+    path = _folder / f"{jitted.__name__}-{key}.jaxexport"
+    exported = _read(path)
+    if exported is None:
+        try:
+            exported = export.export(jitted)(*args, **static, **kwargs)
+        except Exception as e:  # noqa: BLE001 -- e.g. a backend-only custom call: run uncached
+            logging.warning("not caching %s (jax.export failed: %s)", jitted.__name__, e)
+            return functools.partial(jitted, **static)
+        _write(path, exported)
+    return jax.jit(exported.call)

@@ -62,3 +62,19 @@ def test_tiny_benchmark_writes_a_complete_record(weights_dir, tmp_path):
 def test_unknown_impl_is_a_one_line_error(tmp_path):
     proc = run_script("benchmark", "--impl=jax,tensorflow", f"--out={tmp_path / 'r'}", timeout=60)
     assert_one_line_error(proc, "tensorflow")
+
+
+def test_cache_and_precision_flags_reach_the_record_and_the_disk(weights_dir, tmp_path):
+    """--cache keeps jax's compiled and exported steps in the folder (so a second
+    run measures a warm process); --precision sets the cases' compute dtype."""
+    cache, out = tmp_path / "cache", tmp_path / "r"
+    proc = run_script("benchmark", "--sizes=64", "--batch=1", "--steps=1", "--repeats=1",
+                      "--impl=jax", "--mode=step", "--precision=bfloat16", f"--cache={cache}",
+                      f"--weights={weights_dir}", f"--out={out}", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["settings"]["config"]["precision"] == "bfloat16"
+    assert record["settings"]["disk_caches"] == str(cache)
+    assert record["machine"]["peak_precision"] == "bf16"
+    assert list((cache / "exported").glob("dream_octave-*.jaxexport"))
+    assert any((cache / "jax").iterdir())

@@ -78,3 +78,17 @@ def test_an_unwritable_cache_costs_speed_not_the_dream(params, tmp_path):
     finally:
         export_cache.enable(None)
     assert out.shape == (96, 112, 3)
+
+
+def test_a_step_jax_cannot_export_runs_uncached(params, cache, monkeypatch):
+    expected = _dream(params)
+    export_cache.enable(cache)
+    for entry in cache.glob("*.jaxexport"):
+        entry.unlink()
+
+    def refuse(*args, **kwargs):
+        raise ValueError("custom call not allowed in export")
+
+    monkeypatch.setattr(export_cache.export, "export", refuse)
+    np.testing.assert_array_equal(_dream(params), expected)
+    assert not list(cache.glob("*.jaxexport"))
