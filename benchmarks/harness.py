@@ -164,9 +164,10 @@ def jax_runner(params, case: Case) -> Callable[[], None]:
     images = jnp.asarray(_noise(case))
     objective_list, terms, weights, keys = _jax_inputs(case)
     if case.mode == "step":  # through the exported-step cache, as deepdream calls it
-        static = dict(terms=terms, config=case.config)
+        static = dict(terms=terms, config=case.config.step)
+        steps = jnp.int32(case.steps)
         return lambda: export_cache.call(dream.dream_octave, static, params, images, weights,
-                                         {}, keys).block_until_ready()
+                                         {}, keys, steps).block_until_ready()
     return lambda: dream.deepdream(params, images, objective_list, case.config,
                                    keys).block_until_ready()
 
@@ -188,17 +189,15 @@ def torch_runner(tparams, case: Case, compiled: bool) -> Callable[[], None]:
 # --- FLOPs ---
 
 def jax_flops(params, case: Case) -> float:
-    """FLOPs of one whole call, from XLA's cost analysis of a one-step octave at
-    every level, times the steps: a `while` loop's body is counted once
-    whatever its trip count, an unrolled loop every time, so only one step
-    counts the same either way."""
+    """FLOPs of one whole call, from XLA's cost analysis of the octave at every
+    level, times the steps: the steps are a `while` loop, whose body XLA counts
+    once whatever its trip count."""
     _, terms, weights, keys = _jax_inputs(case)
-    one_step = dataclasses.replace(case.config, iter_n=1)
     total = 0.0
     for height, width in case.levels:
         images = jax.ShapeDtypeStruct((case.batch, height, width, 3), jnp.float32)
-        compiled = dream.dream_octave.lower(params, images, weights, {}, keys, terms=terms,
-                                            config=one_step).compile()
+        compiled = dream.dream_octave.lower(params, images, weights, {}, keys, jnp.int32(1),
+                                            terms=terms, config=case.config.step).compile()
         analysis = compiled.cost_analysis()
         analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
         total += analysis["flops"] * case.steps

@@ -7,7 +7,7 @@
                 minus original at that level) to the next.
 
 One octave's `iter_n` steps for a whole batch are a single compiled call
-(`dream_octave`: a `lax.scan` over steps of a `vmap`ped step), so there is no
+(`dream_octave`: a `fori_loop` over steps of a `vmap`ped step), so there is no
 Python loop and no host round-trip per step. Each image carries its own PRNG
 key and objective weights, so N images x M objectives dream in one call and a
 batch gives the same pixels as the same images dreamed one by one.
@@ -54,6 +54,12 @@ class DreamConfig:
     # normalisation and the step stay float32.
     precision: str = "float32"
 
+    @property
+    def step(self) -> "StepConfig":
+        """The part a compiled octave depends on (not the steps, octaves or bucket)."""
+        return StepConfig(self.step_size, self.jitter, self.tile_size, self.normalize,
+                          self.precision)
+
     def validate(self) -> "DreamConfig":
         checks = [
             (self.octave_n >= 1, f"octave_n must be >= 1, got {self.octave_n}"),
@@ -74,6 +80,18 @@ class DreamConfig:
             if not ok:
                 raise UserError(message)
         return self
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """What one step depends on: a compiled octave is specialised to these (static)
+    and takes its number of steps as data, so --steps, --octaves and --bucket
+    changes reuse compilations."""
+    step_size: float
+    jitter: int
+    tile_size: int
+    normalize: str
+    precision: str
 
 
 def octave_shapes(height: int, width: int, octave_n: int, octave_scale: float
@@ -182,7 +200,7 @@ def _roll(image, offset, valid):
     return image[rows][:, cols]
 
 
-def make_step(params, image, weights, data, key, valid, terms, config: DreamConfig):
+def make_step(params, image, weights, data, key, valid, terms, config: StepConfig):
     """One gradient-ascent step on one image (H, W, 3) in model space whose real
     content is its top-left valid[0] x valid[1] corner (the rest: zero padding).
 
@@ -201,22 +219,22 @@ def make_step(params, image, weights, data, key, valid, terms, config: DreamConf
 
 
 @functools.partial(jax.jit, static_argnames=("terms", "config"))
-def dream_octave(params, images, weights, data, keys, terms, config: DreamConfig, valid=None):
-    """`config.iter_n` steps on a batch: images (B, H, W, 3), weights (B, T),
-    keys (B, 2), valid (2,): the real size inside padded images (default: all)
-    -- one compiled call, steps inside a lax.scan. `valid` is traced, so every
-    real size that pads to the same shape shares one compilation."""
+def dream_octave(params, images, weights, data, keys, steps, terms, config: StepConfig,
+                 valid=None):
+    """`steps` steps on a batch: images (B, H, W, 3), weights (B, T), keys (B, 2),
+    valid (2,): the real size inside padded images (default: all) -- one compiled
+    call, the steps a loop inside it. `steps` and `valid` are traced, so any step
+    count, and every real size that pads to the same shape, share one compilation."""
     valid = jnp.array(images.shape[1:3]) if valid is None else jnp.asarray(valid, jnp.int32)
     params = jax.tree.map(lambda p: p.astype(config.precision), params)
-    step_keys = jax.vmap(lambda k: jax.random.split(k, config.iter_n))(keys).swapaxes(0, 1)
     step = jax.vmap(functools.partial(make_step, terms=terms, config=config),
                     in_axes=(None, 0, 0, None, 0, None))
 
-    def body(images, keys_now):
-        return step(params, images, weights, data, keys_now, valid), None
+    def body(i, images):
+        keys_now = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+        return step(params, images, weights, data, keys_now, valid)
 
-    images, _ = lax.scan(body, images, step_keys)
-    return images
+    return lax.fori_loop(0, jnp.asarray(steps, jnp.int32), body, images)
 
 
 @functools.partial(jax.jit, static_argnames=("shape",))
@@ -288,9 +306,9 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
             del base  # the last octave's result is the output: its base is not needed
         if (ph, pw) != (h, w):
             dreamed = jnp.pad(dreamed, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)))
-        dreamed = export_cache.call(dream_octave, dict(terms=terms, config=config), params,
+        dreamed = export_cache.call(dream_octave, dict(terms=terms, config=config.step), params,
                                     dreamed, weights, data, octave_keys,
-                                    valid=jnp.array((h, w), jnp.int32))
+                                    jnp.int32(config.iter_n), valid=jnp.array((h, w), jnp.int32))
         dreamed = dreamed[:, :h, :w]
         if on_octave:
             jax.block_until_ready(dreamed)  # one sync per octave, so progress reports real work

@@ -42,10 +42,10 @@ def test_batch_equals_single_runs(params):
     keys = jnp.stack([jax.random.PRNGKey(s) for s in (5, 6, 7)])
     weights = jnp.ones((3, 1))
     batched = dream.dream_octave(params, preprocess.to_model(images), weights, {}, keys,
-                                 o.terms, FAST)
+                                 FAST.iter_n, o.terms, FAST.step)
     for i in range(3):
         single = dream.dream_octave(params, preprocess.to_model(images[i:i + 1]), weights[:1],
-                                    {}, keys[i:i + 1], o.terms, FAST)
+                                    {}, keys[i:i + 1], FAST.iter_n, o.terms, FAST.step)
         np.testing.assert_allclose(batched[i], single[0], atol=1e-3, rtol=1e-4)
 
 
@@ -175,21 +175,24 @@ def test_bucket_padding_never_changes_and_never_leaks(params):
     padded = jnp.pad(jnp.asarray(image)[None], ((0, 0), (0, 28), (0, 38), (0, 0)))
     o = objectives.parse(LAYER)
     out = np.asarray(dream.dream_octave(params, padded, jnp.ones((1, 1)), {},
-                                        jax.random.PRNGKey(0)[None], o.terms, FAST,
-                                        valid=(100, 90)))
+                                        jax.random.PRNGKey(0)[None], FAST.iter_n, o.terms,
+                                        FAST.step, valid=(100, 90)))
     assert np.all(out[0, 100:] == 0) and np.all(out[0, :, 90:] == 0)
     assert np.abs(out[0, :100, :90] - image).mean() > 1.0
 
 
 def test_an_octave_is_one_compiled_call_whatever_its_steps(params):
-    """All of an octave's steps run inside one executable (a lax.scan), and
-    more steps keep ascending: no host round trip, no per-step dispatch."""
-    image = _photo()
+    """All of an octave's steps run inside one executable (a loop), compiled once
+    for any step count, octave count or bucket, and more steps keep ascending."""
+    image = _photo(size=(104, 88))
     before = _value(params, image, LAYER)
+    config = dataclasses.replace(FAST, step_size=1.25)  # a compilation of this test's own
     calls = dream.dream_octave._cache_size()
-    after = _value(params, dream.dream(image, LAYER, params,
-                                       config=dataclasses.replace(FAST, iter_n=7)), LAYER)
-    assert dream.dream_octave._cache_size() == calls + 1 and after > before
+    outs = [dream.dream(image, LAYER, params, config=dataclasses.replace(config, iter_n=n))
+            for n in (1, 7)]
+    dream.dream(image, LAYER, params, config=dataclasses.replace(config, octave_n=2, bucket=8))
+    assert dream.dream_octave._cache_size() == calls + 2  # full size; the second octave
+    assert before < _value(params, outs[0], LAYER) < _value(params, outs[1], LAYER)
 
 
 def test_bfloat16_stays_within_the_stated_tolerance_of_float32(params):

@@ -71,7 +71,7 @@ def test_dream_octave_matches_jax(params, torch_params):
     weights = jnp.asarray(objectives.weight_matrix(objective_list, terms))
     keys = jnp.stack([jax.random.PRNGKey(i) for i in range(2)])
     ours = np.asarray(dream.dream_octave(params, jnp.asarray(images), weights, {}, keys,
-                                         terms, config))
+                                         config.iter_n, terms, config.step))
     theirs = ref.dream_octave(torch_params, _nchw(images), layer,
                               torch.Generator().manual_seed(0), config)
     theirs = theirs.numpy().transpose(0, 2, 3, 1)
