@@ -42,7 +42,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from dream_jax import dream, export_cache, objectives, preprocess
+from dream_jax import cli, dream, export_cache, objectives, preprocess
 from dream_jax import weights as weights_lib
 from dream_jax.errors import UserError
 
@@ -258,14 +258,13 @@ def environment(precision: str = "float32") -> dict:
 
 
 def _setup_jax_caches(cache_dir: Path | None) -> None:
-    """Cold compiles, or jax's on-disk caches (compiled and exported steps) in cache_dir."""
+    """Cold compiles, or the scripts' on-disk caches (compiled and exported steps) in cache_dir."""
     # Before anything compiles (even a PRNGKey): jax checks the setting once.
     jax.config.update("jax_enable_compilation_cache", cache_dir is not None)
-    export_cache.enable(None if cache_dir is None else cache_dir / "exported")
-    if cache_dir is not None:
-        jax.config.update("jax_compilation_cache_dir", str(cache_dir / "jax"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    if cache_dir is None:
+        export_cache.enable(None)
+    else:
+        cli.enable_compilation_cache(cache_dir)
 
 
 def _setup_torch(params, cache_dir: Path | None):
@@ -325,6 +324,7 @@ def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None
         raise UserError(f"unknown mode(s) {sorted(unknown)}; known: {', '.join(MODES)}")
     if steps < 1 or repeats < 1 or min(batches) < 1:
         raise UserError("steps, repeats and batch must be >= 1")
+    dream.DreamConfig(precision=precision).validate()
     for size in sizes:
         if not dream.fits_network(size, size, (LAYER,)):
             raise UserError(f"size {size} is too small for {LAYER}")
@@ -332,8 +332,6 @@ def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None
     tparams = _setup_torch(params, cache_dir) if set(impls) - {"jax"} else None
     record = environment(precision)
     record["machine"]["load_average_1min_at_start"] = load_before
-    if precision not in dream.PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(dream.PRECISIONS)}, got {precision!r}")
     cases = [Case(m, s, b, steps, precision) for s in sorted(set(sizes)) for b in sorted(set(batches))
              for m in modes]  # smallest first: see _device_peak
     runners, compile_s, times, memory = {}, {}, {}, {}

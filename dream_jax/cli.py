@@ -30,10 +30,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
         fail(str(e).splitlines()[0], code=2)
 
 
-def enable_compilation_cache() -> None:
-    """Reuse lowered and compiled dream steps across runs: $DREAM_JAX_CACHE (default
-    ~/.cache/dream_jax) holds jax's compilation cache (jax/) and exported steps (exported/)."""
-    folder = Path(os.environ.get("DREAM_JAX_CACHE") or Path.home() / ".cache" / "dream_jax")
+def enable_compilation_cache(folder: str | Path | None = None) -> None:
+    """Reuse lowered and compiled dream steps across runs: `folder` (default
+    $DREAM_JAX_CACHE, else ~/.cache/dream_jax) holds jax's compilation cache (jax/)
+    and exported steps (exported/)."""
+    folder = Path(folder or os.environ.get("DREAM_JAX_CACHE")
+                  or Path.home() / ".cache" / "dream_jax")
     export_cache.enable(folder / "exported")
     jax.config.update("jax_compilation_cache_dir", str(folder / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -57,8 +57,8 @@ class DreamConfig:
     @property
     def step(self) -> "StepConfig":
         """The part a compiled octave depends on (not the steps, octaves or bucket)."""
-        return StepConfig(self.step_size, self.jitter, self.tile_size, self.normalize,
-                          self.precision)
+        return StepConfig(**{f.name: getattr(self, f.name)
+                             for f in dataclasses.fields(StepConfig)})
 
     def validate(self) -> "DreamConfig":
         checks = [
