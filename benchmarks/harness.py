@@ -42,7 +42,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from dream_jax import cli, dream, export_cache, objectives, preprocess
+from dream_jax import caffe_ops, compile_cache, deepdream, gradients, objectives, preprocess
+from dream_jax.config import DreamConfig
 from dream_jax import weights as weights_lib
 from dream_jax.errors import UserError
 
@@ -66,18 +67,18 @@ class Case:
     precision: str = "float32"
 
     @property
-    def config(self) -> dream.DreamConfig:
-        return dream.DreamConfig(iter_n=self.steps, precision=self.precision,
-                                 tile_size=max(self.size, dream.DreamConfig.tile_size))
+    def config(self) -> DreamConfig:
+        # A budget no image reaches: the whole image's gradient, as torch computes it.
+        return DreamConfig(iter_n=self.steps, precision=self.precision, memory_budget=1 << 30)
 
     @property
     def levels(self) -> list[tuple[int, int]]:
         """The sizes dreamed at: one, or every octave level that reaches LAYER."""
         if self.mode == "step":
             return [(self.size, self.size)]
-        shapes = dream.octave_shapes(self.size, self.size, self.config.octave_n,
+        shapes = deepdream.octave_shapes(self.size, self.size, self.config.octave_n,
                                      self.config.octave_scale)
-        return [s for s in shapes if dream.fits_network(*s, (LAYER,))]
+        return [s for s in shapes if deepdream.fits_network(*s, (LAYER,))]
 
 
 # --- memory ---
@@ -163,13 +164,15 @@ def _jax_inputs(case: Case):
 def jax_runner(params, case: Case) -> Callable[[], None]:
     images = jnp.asarray(_noise(case))
     objective_list, terms, weights, keys = _jax_inputs(case)
-    if case.mode == "step":  # through the exported-step cache, as deepdream calls it
-        static = dict(terms=terms, config=case.config.step)
+    if case.mode == "step":  # through the compile cache, as deepdream calls it
+        static = dict(terms=terms, config=deepdream.StepConfig.of(case.config),
+                      gradient=gradients.Whole())
         steps = jnp.int32(case.steps)
-        return lambda: export_cache.call(dream.dream_octave, static, params, images, weights,
-                                         {}, keys, steps).block_until_ready()
-    return lambda: dream.deepdream(params, images, objective_list, case.config,
-                                   keys).block_until_ready()
+        args = (params, images, weights, {}, keys, steps)
+        return lambda: compile_cache.executable(deepdream.dream_octave, static,
+                                                *args)(*args).block_until_ready()
+    return lambda: deepdream.deepdream(params, images, objective_list, case.config,
+                                       keys).block_until_ready()
 
 
 def torch_runner(tparams, case: Case, compiled: bool) -> Callable[[], None]:
@@ -196,8 +199,9 @@ def jax_flops(params, case: Case) -> float:
     total = 0.0
     for height, width in case.levels:
         images = jax.ShapeDtypeStruct((case.batch, height, width, 3), jnp.float32)
-        compiled = dream.dream_octave.lower(params, images, weights, {}, keys, jnp.int32(1),
-                                            terms=terms, config=case.config.step).compile()
+        compiled = deepdream.dream_octave.lower(
+            params, images, weights, {}, keys, jnp.int32(1), terms=terms,
+            config=deepdream.StepConfig.of(case.config), gradient=gradients.Whole()).compile()
         analysis = compiled.cost_analysis()
         analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
         total += analysis["flops"] * case.steps
@@ -220,7 +224,7 @@ def _peak_flops(precision: str) -> float | None:
 
 def _dream_jax_commit() -> str | None:
     """The commit of the dream_jax being measured, `+dirty` if its files differ."""
-    repo = Path(dream.__file__).resolve().parents[1]
+    repo = Path(deepdream.__file__).resolve().parents[1]
     try:
         git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], capture_output=True,
                                         text=True, check=True).stdout.strip()
@@ -261,10 +265,7 @@ def _setup_jax_caches(cache_dir: Path | None) -> None:
     """Cold compiles, or the scripts' on-disk caches (compiled and exported steps) in cache_dir."""
     # Before anything compiles (even a PRNGKey): jax checks the setting once.
     jax.config.update("jax_enable_compilation_cache", cache_dir is not None)
-    if cache_dir is None:
-        export_cache.enable(None)
-    else:
-        cli.enable_compilation_cache(cache_dir)
+    compile_cache.enable(cache_dir)
 
 
 def _setup_torch(params, cache_dir: Path | None):
@@ -324,9 +325,9 @@ def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None
         raise UserError(f"unknown mode(s) {sorted(unknown)}; known: {', '.join(MODES)}")
     if steps < 1 or repeats < 1 or min(batches) < 1:
         raise UserError("steps, repeats and batch must be >= 1")
-    dream.DreamConfig(precision=precision).validate()
+    DreamConfig(precision=precision)  # checks it
     for size in sizes:
-        if not dream.fits_network(size, size, (LAYER,)):
+        if not deepdream.fits_network(size, size, (LAYER,)):
             raise UserError(f"size {size} is too small for {LAYER}")
     params = jax.device_put(weights_lib.load_params(weights_dir))
     tparams = _setup_torch(params, cache_dir) if set(impls) - {"jax"} else None
@@ -365,8 +366,9 @@ def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None
                              **{f"jax_vs_{impl}": median[impl] / median["jax"]
                                 for impl in impls if impl != "jax"}})
     settings = {"objective": LAYER,
-                "config": dataclasses.asdict(dream.DreamConfig(iter_n=steps, precision=precision)),
-                "tiling": "off (tile_size raised to the image size)", "repeats": repeats,
+                "config": dataclasses.asdict(DreamConfig(iter_n=steps, precision=precision)),
+                "kernels": caffe_ops.resolve_kernels(),
+                "tiling": "off (the whole image's gradient)", "repeats": repeats,
                 "disk_caches": str(cache_dir) if cache_dir else "off (cold compiles)",
                 "flops_source": "XLA cost_analysis of the jax case, used for every impl"}
     return {**record, "command": " ".join(sys.argv), "settings": settings,

@@ -14,7 +14,9 @@ import torch
 import torch._dynamo
 import torch.nn.functional as F
 
-from dream_jax import dream, googlenet, preprocess
+from dream_jax import deepdream as jax_deepdream
+from dream_jax import googlenet, preprocess
+from dream_jax.config import DreamConfig
 
 Params = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -114,8 +116,8 @@ def forward(p: Params, images: torch.Tensor, taps: Sequence[str]) -> dict[str, t
 
 # --- DeepDream: the default objective (L2 of one layer), default config, no tiling ---
 
-_LOW = torch.tensor(-preprocess.MEAN_BGR).view(1, 3, 1, 1)
-_HIGH = torch.tensor(255.0 - preprocess.MEAN_BGR).view(1, 3, 1, 1)
+_LOW = torch.tensor(-preprocess.DREAM_MEAN_BGR).view(1, 3, 1, 1)
+_HIGH = torch.tensor(255.0 - preprocess.DREAM_MEAN_BGR).view(1, 3, 1, 1)
 
 
 def _ascend(p: Params, images, layer: str, step_size: float, precision: str = "float32"):
@@ -135,8 +137,8 @@ def _ascend(p: Params, images, layer: str, step_size: float, precision: str = "f
 
 
 def make_step(p: Params, images, layer: str, generator: torch.Generator,
-              config: dream.DreamConfig = dream.DreamConfig(), ascend: Callable = _ascend):
-    """dream.make_step for a batch: one random roll for the whole batch per step
+              config: DreamConfig = DreamConfig(), ascend: Callable = _ascend):
+    """deepdream.make_step for a batch: one random roll for the whole batch per step
     (torch.roll takes Python ints), gradient ascent, roll back."""
     oy, ox = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=generator).tolist()
     rolled = torch.roll(images.detach(), (oy, ox), dims=(2, 3)).requires_grad_(True)
@@ -154,7 +156,7 @@ def compiled_ascend() -> Callable:
 
 
 def dream_octave(p: Params, images, layer: str, generator: torch.Generator,
-                 config: dream.DreamConfig = dream.DreamConfig(), ascend: Callable = _ascend):
+                 config: DreamConfig = DreamConfig(), ascend: Callable = _ascend):
     """config.iter_n steps on a batch (N, 3, H, W), a Python loop like the notebook's."""
     for _ in range(config.iter_n):
         images = make_step(p, images, layer, generator, config, ascend)
@@ -162,17 +164,16 @@ def dream_octave(p: Params, images, layer: str, generator: torch.Generator,
 
 
 def _resize(images, shape):
-    # jax.image.resize("linear") antialiases when shrinking; so does this.
-    return F.interpolate(images, size=shape, mode="bilinear", align_corners=False,
-                         antialias=True)
+    # The notebook's scipy.ndimage.zoom(order=1): corners aligned, no antialiasing.
+    return F.interpolate(images, size=shape, mode="bilinear", align_corners=True)
 
 
 def deepdream(p: Params, images, layer: str, generator: torch.Generator,
-              config: dream.DreamConfig = dream.DreamConfig(), ascend: Callable = _ascend):
-    """dream.deepdream's octave loop: dream from the smallest level up, carrying
+              config: DreamConfig = DreamConfig(), ascend: Callable = _ascend):
+    """deepdream.deepdream's octave loop: dream from the smallest level up, carrying
     the detail; levels too small for `layer` are skipped."""
     height, width = images.shape[2:]
-    shapes = dream.octave_shapes(height, width, config.octave_n, config.octave_scale)
+    shapes = jax_deepdream.octave_shapes(height, width, config.octave_n, config.octave_scale)
     bases = [images]
     for shape in shapes[1:]:
         bases.append(_resize(bases[-1], shape))
@@ -181,7 +182,7 @@ def deepdream(p: Params, images, layer: str, generator: torch.Generator,
         base = bases[level]
         if detail.shape != base.shape:
             detail = _resize(detail, shapes[level])
-        if not dream.fits_network(*shapes[level], (layer,)):
+        if not jax_deepdream.fits_network(*shapes[level], (layer,)):
             continue
         detail = dream_octave(p, base + detail, layer, generator, config, ascend) - base
     return bases[0] + detail

@@ -3,8 +3,10 @@
     import dream_jax
     out = dream_jax.dream(rgb_uint8, objective="inception_4c/output")
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from dream_jax import dream, objectives  # noqa: E402  (dream is callable: the one-call API)
+from dream_jax import objectives  # noqa: E402
+from dream_jax.api import dream  # noqa: E402
+from dream_jax.config import DreamConfig  # noqa: E402
 
-__all__ = ["dream", "objectives", "__version__"]
+__all__ = ["dream", "DreamConfig", "objectives", "__version__"]

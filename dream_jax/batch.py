@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from dream_jax import atomic, dream, image_io, objectives, render, weights
+from dream_jax import api, atomic, image_io, objectives, render, weights
 from dream_jax.errors import ImageError, UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
@@ -67,15 +67,23 @@ def plan(inputs: list[Path], objective_texts: list[str], output_dir: Path) -> li
     return jobs
 
 
-def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
-              batch_size: int = 8, weights_dir=None, progress: bool = True, log=print) -> dict:
-    """Dream every input with every objective in `request.objective` (';'-separated)."""
-    start = time.perf_counter()
-    texts = [t.strip() for t in request.objective.split(";") if t.strip()]
+def split_objectives(text: str) -> list[str]:
+    """';'-separated objectives, each dreamed on every input."""
+    texts = [t.strip() for t in text.split(";") if t.strip()]
     if not texts:
         raise UserError("empty objective")
+    return texts
+
+
+def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
+              batch_size: int = 8, weights_dir=None, progress: bool = True, log=print,
+              objective_texts: list[str] | None = None) -> dict:
+    """Dream every input with `request` under each of `objective_texts` (default:
+    the request's own objective)."""
+    start = time.perf_counter()
+    texts = objective_texts or [request.objective]
     for text in texts:
-        dataclasses.replace(request, objective=text).check()
+        dataclasses.replace(request, objective=text)  # checked when made
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     out_dir = Path(output_dir)
@@ -128,7 +136,7 @@ def _dream_groups(groups: dict, request: render.DreamRequest, all_terms: tuple,
     params = weights.load_params(weights_dir)
     guide_rgb = (image_io.read_image(request.guide, request.max_pixels)[0]
                  if request.guide else None)
-    data = dream.guide_data(params, guide_rgb, all_terms)
+    data = api.guide_data(params, guide_rgb, all_terms)
     with tqdm(total=sum(map(len, groups.values())), unit="image", desc="batch",
               disable=None if progress else True) as bar:  # None: only on a terminal
         for shape, group in groups.items():
@@ -165,7 +173,7 @@ def _dream_chunk(chunk: list[Job], request: render.DreamRequest, params, data,
     images = np.stack([rgb for rgb, _ in pixels])
     per_item = [objectives.parse(job.objective) for job in chunk]
     keys = jnp.stack([jax.random.PRNGKey(request.seed)] * len(chunk))
-    dreamed = dream.dream_pixels(params, images, per_item, request.config, keys=keys, data=data)
+    dreamed = api.dream_pixels(params, images, per_item, request.config, keys=keys, data=data)
     for job, rgb, (_, alpha) in zip(chunk, dreamed, pixels):
         job_request = dataclasses.replace(request, input=str(job.input), objective=job.objective)
         try:

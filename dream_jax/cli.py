@@ -5,16 +5,12 @@ stderr and exits 1; a flag that fails to parse prints one line and exits 2.
 """
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 from typing import Callable
-
-import jax
 
 from absl import app, flags, logging
 
-from dream_jax import export_cache
+from dream_jax import compile_cache
 from dream_jax.errors import UserError
 
 
@@ -30,18 +26,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
         fail(str(e).splitlines()[0], code=2)
 
 
-def enable_compilation_cache(folder: str | Path | None = None) -> None:
-    """Reuse lowered and compiled dream steps across runs: `folder` (default
-    $DREAM_JAX_CACHE, else ~/.cache/dream_jax) holds jax's compilation cache (jax/)
-    and exported steps (exported/)."""
-    folder = Path(folder or os.environ.get("DREAM_JAX_CACHE")
-                  or Path.home() / ".cache" / "dream_jax")
-    export_cache.enable(folder / "exported")
-    jax.config.update("jax_compilation_cache_dir", str(folder / "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 def run(main: Callable[[], None]) -> None:
     """Parse flags, call main(); positional arguments are refused."""
     def wrapped(argv: list[str]) -> None:
@@ -49,7 +33,7 @@ def run(main: Callable[[], None]) -> None:
             fail(f"unexpected positional arguments {argv[1:]}; every option is a --flag", code=2)
         if not flags.FLAGS["verbosity"].present:  # keep JAX's backend chatter off stderr
             logging.set_verbosity(logging.WARNING)
-        enable_compilation_cache()
+        compile_cache.enable_default()
         try:
             main()
         except UserError as e:

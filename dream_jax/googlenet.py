@@ -8,13 +8,13 @@ network stops after the deepest requested tap: nothing above it is computed.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Iterator, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
+
+from dream_jax import caffe_ops
 
 # name: (1x1, 3x3_reduce, 3x3, 5x5_reduce, 5x5, pool_proj) output channels.
 INCEPTION = {
@@ -44,129 +44,10 @@ NUM_CLASSES = 1000
 INPUT_SIZE = 224  # classification size; the convolutional taps take any size
 
 
-def _window_taps(x, axis: int, window: int, stride: int, out: int, pads: tuple[int, int]):
-    """The `window` strided views of x (padded with -inf) along one axis."""
-    padded = jnp.pad(x, [pads if a == axis else (0, 0) for a in range(x.ndim)],
-                     constant_values=-jnp.inf)
-    index = [slice(None)] * x.ndim
-    taps = []
-    for offset in range(window):
-        index[axis] = slice(offset, offset + (out - 1) * stride + 1, stride)
-        taps.append(padded[tuple(index)])
-    return taps
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
-def _max_pool_axis(x, axis, window, stride, out, pads):
-    return functools.reduce(jnp.maximum, _window_taps(x, axis, window, stride, out, pads))
-
-
-def _max_pool_axis_fwd(x, axis, window, stride, out, pads):
-    result = _max_pool_axis(x, axis, window, stride, out, pads)
-    return result, (x, result)
-
-
-def _max_pool_axis_bwd(axis, window, stride, out, pads, residuals, g):
-    """Each output's gradient goes to the first input that attains its max (Caffe's
-    rule), placed back with an interior-padded `lax.pad`: elementwise work that XLA
-    fuses, where the default select-and-scatter lowers to a slow scatter on CPU."""
-    x, result = residuals
-    taken = jnp.zeros(result.shape, bool)
-    grad = jnp.zeros_like(x)
-    for offset, tap in enumerate(_window_taps(x, axis, window, stride, out, pads)):
-        hit = (tap == result) & ~taken
-        taken = taken | hit
-        low = offset - pads[0]
-        config = [(0, 0, 0)] * x.ndim
-        config[axis] = (low, x.shape[axis] - low - (out - 1) * stride - 1, stride - 1)
-        grad = grad + lax.pad(jnp.where(hit, g, 0.0), jnp.zeros((), g.dtype), config)
-    return (grad,)
-
-
-_max_pool_axis.defvjp(_max_pool_axis_fwd, _max_pool_axis_bwd)
-
-
-_NHWC = ("NHWC", "HWIO", "NHWC")
-
-
-def _conv_nhwc(x, kernel, strides, padding):
-    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_nhwc(x, kernel, strides: tuple[int, int], padding: tuple[tuple[int, int], ...]):
-    """A plain NHWC/HWIO convolution whose input gradient is written out as a
-    convolution with the kernel flipped and transposed to HWIO. jax's own
-    transpose rule leaves the kernel as HWOI; XLA:CPU hands that to YNNPACK only
-    after turning it into HWIO, which it does for unrolled code but not inside a
-    `while` loop, where the backward convolutions then ran ~2x slower."""
-    return _conv_nhwc(x, kernel, strides, padding)
-
-
-def _conv_nhwc_fwd(x, kernel, strides, padding):
-    return _conv_nhwc(x, kernel, strides, padding), (x, kernel)
-
-
-def _conv_nhwc_bwd(strides, padding, residuals, g):
-    x, kernel = residuals
-    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
-    pads = []
-    for axis, stride, (low, high) in zip((1, 2), strides, padding):
-        size = kernel.shape[axis - 1]
-        leftover = (x.shape[axis] + low + high - size) % stride  # rows the forward never read
-        pads.append((size - 1 - low, size - 1 - high + leftover))
-    dx = lax.conv_general_dilated(g, flipped, (1, 1), pads, lhs_dilation=strides,
-                                  dimension_numbers=_NHWC)
-    _, kernel_vjp = jax.vjp(lambda k: _conv_nhwc(x, k, strides, padding), kernel)
-    return dx, kernel_vjp(g)[0]  # the kernel gradient is dead code in a dream
-
-
-conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
-
-
-def _flax_conv(x, kernel, strides, padding, lhs_dilation=None, rhs_dilation=None,
-               dimension_numbers=None, feature_group_count=1, precision=None):
-    """`conv_nhwc` behind the signature nn.Conv calls (plain convolutions only)."""
-    assert feature_group_count == 1 and not any(
-        d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-    return conv_nhwc(x, kernel, tuple(strides), tuple(tuple(p) for p in padding))
-
-
-def max_pool_ceil(x: jax.Array, window: int, stride: int, pad: int = 0) -> jax.Array:
-    """Caffe max-pooling on NHWC: output size rounds *up* (the right/bottom edge
-    gets extra -inf padding; a window may not start inside the right padding).
-
-    Separable (max over columns, then rows) with a hand-written gradient: 2x3
-    strided taps instead of `lax.reduce_window`, whose gradient (an argmax
-    reduce-window, iotas and a scatter) took most of the dream step on CPU."""
-    def size_and_pads(n: int) -> tuple[int, tuple[int, int]]:
-        out = math.ceil((n + 2 * pad - window) / stride) + 1
-        if pad and (out - 1) * stride >= n + pad:
-            out -= 1
-        return out, (pad, (out - 1) * stride + window - n - pad)
-
-    x = _max_pool_axis(x, 2, window, stride, *size_and_pads(x.shape[2]))
-    return _max_pool_axis(x, 1, window, stride, *size_and_pads(x.shape[1]))
-
-
-def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,
-                        beta: float = 0.75, k: float = 1.0) -> jax.Array:
-    """Caffe's cross-channel LRN: x / (k + alpha/size * sum_window x^2) ** beta.
-
-    The channel-window sum is `size` shifted slices of the zero-padded squares,
-    added: elementwise work that XLA fuses into one loop (a banded matmul would
-    cost `channels` multiply-adds per value, ~10% of the dream step's FLOPs)."""
-    channels, half = x.shape[-1], size // 2
-    squares = jnp.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(half, half)])
-    window_sum = sum(squares[..., i:i + channels] for i in range(size))
-    scale = k + (alpha / size) * window_sum
-    if beta == 0.75:
-        return x * lax.rsqrt(scale) * lax.rsqrt(lax.sqrt(scale))  # scale ** -0.75
-    return x * scale ** -beta
-
-
 class GoogLeNet(nn.Module):
-    """The main tower of BVLC GoogLeNet (no auxiliary heads, dropout is a no-op)."""
+    """The main tower of BVLC GoogLeNet (no auxiliary heads, dropout is a no-op).
+    `kernels`: the gradient path of the Caffe ops ("native" or "custom")."""
+    kernels: str = "native"
 
     @nn.compact
     def __call__(self, images: jax.Array, taps: Sequence[str]) -> dict[str, jax.Array]:
@@ -185,7 +66,7 @@ class GoogLeNet(nn.Module):
 
     def _conv(self, x, features, kernel, name, stride=1, pad=0):
         conv = nn.Conv(features, (kernel, kernel), strides=stride,
-                       padding=((pad, pad), (pad, pad)), conv_general_dilated=_flax_conv,
+                       padding=((pad, pad), (pad, pad)), conv_general_dilated=caffe_ops.flax_conv(self.kernels),
                        name=name)
         return nn.relu(conv(x))
 
@@ -201,7 +82,7 @@ class GoogLeNet(nn.Module):
         yield f"{block}/5x5_reduce", b5r
         b5 = self._conv(b5r, n5, 5, f"{block}/5x5", pad=2)
         yield f"{block}/5x5", b5
-        pooled = max_pool_ceil(x, 3, 1, pad=1)
+        pooled = caffe_ops.max_pool_ceil(x, 3, 1, pad=1, kernels=self.kernels)
         yield f"{block}/pool", pooled
         proj = self._conv(pooled, npool, 1, f"{block}/pool_proj")
         yield f"{block}/pool_proj", proj
@@ -213,21 +94,21 @@ class GoogLeNet(nn.Module):
         """Every blob of the network in Caffe's order; consumers stop early."""
         x = self._conv(x, 64, 7, "conv1/7x7_s2", stride=2, pad=3)
         yield "conv1/7x7_s2", x
-        x = max_pool_ceil(x, 3, 2)
+        x = caffe_ops.max_pool_ceil(x, 3, 2, kernels=self.kernels)
         yield "pool1/3x3_s2", x
-        x = local_response_norm(x)
+        x = caffe_ops.local_response_norm(x)
         yield "pool1/norm1", x
         x = self._conv(x, 64, 1, "conv2/3x3_reduce")
         yield "conv2/3x3_reduce", x
         x = self._conv(x, 192, 3, "conv2/3x3", pad=1)
         yield "conv2/3x3", x
-        x = local_response_norm(x)
+        x = caffe_ops.local_response_norm(x)
         yield "conv2/norm2", x
-        x = max_pool_ceil(x, 3, 2)
+        x = caffe_ops.max_pool_ceil(x, 3, 2, kernels=self.kernels)
         yield "pool2/3x3_s2", x
         for block in INCEPTION:
             if block in POOL_BEFORE:
-                x = max_pool_ceil(x, 3, 2)
+                x = caffe_ops.max_pool_ceil(x, 3, 2, kernels=self.kernels)
                 yield POOL_BEFORE[block], x
             x = yield from self._inception(block, x)
         x = nn.avg_pool(x, (7, 7), strides=(1, 1))
@@ -240,33 +121,51 @@ class GoogLeNet(nn.Module):
         yield "prob", jax.nn.softmax(logits, axis=-1)
 
 
-def _pool_ceil_size(n):
-    return -((3 - n) // 2) + 1  # ceil((n - 3) / 2) + 1, for python or traced ints
+# How far each blob sees: (kernel, stride) of the ops that widen the view. An
+# inception block's widest path (1x1 then 5x5) is counted at its first blob, so
+# every blob of a block gets the block's bound.
+_FOOTPRINT = {"conv1/7x7_s2": (7, 2), "pool1/3x3_s2": (3, 2), "conv2/3x3": (3, 1),
+              "pool2/3x3_s2": (3, 2), "pool3/3x3_s2": (3, 2), "pool4/3x3_s2": (3, 2),
+              "pool5/7x7_s1": (7, 1), **{f"{block}/1x1": (5, 1) for block in INCEPTION}}
 
 
-# The size-changing ops in order: every other layer keeps its input's size.
-_REDUCTIONS = (("conv1/7x7_s2", lambda n: (n - 1) // 2 + 1),
-               ("pool1/3x3_s2", _pool_ceil_size), ("pool2/3x3_s2", _pool_ceil_size),
-               ("pool3/3x3_s2", _pool_ceil_size), ("pool4/3x3_s2", _pool_ceil_size),
-               ("pool5/7x7_s1", lambda n: n - 6))
+# The blobs whose map size differs from their input's, and how.
+_RESIZE = {"conv1/7x7_s2": lambda n: (n - 1) // 2 + 1,  # 7x7, stride 2, pad 3
+           **{name: lambda n: caffe_ops.pool_size(n, 3, 2) for name in (
+               "pool1/3x3_s2", "pool2/3x3_s2", "pool3/3x3_s2", "pool4/3x3_s2")},
+           "pool5/7x7_s1": lambda n: n - 6}
 
 
-def map_extent(layer: str, n):
-    """Size along one axis of `layer`'s map for an input of size n (int or traced
-    int): how much of a padded image's map belongs to the real image."""
-    position = LAYERS.index(layer)
-    for name, reduce in _REDUCTIONS:
-        if LAYERS.index(name) <= position:
-            n = reduce(n)
+def map_size(layer: str, n: int) -> int:
+    """Side of `layer`'s map for an input side of n (< 1: the input is too small);
+    the classifier and prob take pool5's."""
+    for name in LAYERS[:LAYERS.index(layer) + 1]:
+        if name in _RESIZE:
+            n = _RESIZE[name](n)
     return n
+
+
+def receptive_field(layer: str) -> tuple[int, int]:
+    """(size, stride) in input pixels of one position of `layer`'s map: the
+    window of input it can see (an upper bound inside a block) and the step
+    between neighbouring positions."""
+    size, stride = 1, 1
+    for name in LAYERS[:LAYERS.index(layer) + 1]:
+        kernel, step = _FOOTPRINT.get(name, (1, 1))
+        size += (kernel - 1) * stride
+        stride *= step
+    return size, stride
 
 
 MODEL = GoogLeNet()
 
 
-def apply(params, images: jax.Array, taps: Sequence[str]) -> dict[str, jax.Array]:
-    """Pure forward pass: (params, images (N,H,W,3) model space, taps) -> {tap: array}."""
-    return MODEL.apply({"params": params}, images, tuple(taps))
+def apply(params, images: jax.Array, taps: Sequence[str], kernels: str = "native"
+          ) -> dict[str, jax.Array]:
+    """Pure forward pass: (params, images (N,H,W,3) model space, taps) -> {tap: array}.
+    `kernels` ("native" or "custom", see caffe_ops) picks the gradient path."""
+    model = MODEL if kernels == "native" else GoogLeNet(kernels=kernels)
+    return model.apply({"params": params}, images, tuple(taps))
 
 
 @functools.cache

@@ -51,13 +51,8 @@ def _channels(layer: str) -> int:
 
 
 # --- terms: one scalar per image from {layer: activation (H, W, C) or (classes,)} ---
-# `mask` (H, W), when given, marks the positions that belong to the real image
-# (the rest is bucket padding): averages are taken over those only.
-
-def _average(values, mask):
-    if mask is None:
-        return jnp.mean(values)
-    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+# A term is `separable` when it is a mean over map positions of something each
+# position computes alone: then a tiled gradient equals the whole image's.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +60,9 @@ class L2:
     """0.5 * mean over positions of sum_c x^2: the original `objective_L2`."""
     layer: str
 
-    def __call__(self, acts, data, mask=None):
+    def __call__(self, acts, data):
         x = acts[self.layer]
-        return _average(0.5 * jnp.sum(x * x, axis=-1), mask)
+        return jnp.mean(0.5 * jnp.sum(x * x, axis=-1))
 
     def __str__(self):
         return self.layer
@@ -78,8 +73,8 @@ class Mean:
     """Mean activation of a layer."""
     layer: str
 
-    def __call__(self, acts, data, mask=None):
-        return _average(jnp.mean(acts[self.layer], axis=-1), mask)
+    def __call__(self, acts, data):
+        return jnp.mean(acts[self.layer])
 
     def __str__(self):
         return f"mean({self.layer})"
@@ -91,8 +86,8 @@ class Channel:
     layer: str
     channel: int
 
-    def __call__(self, acts, data, mask=None):
-        return _average(acts[self.layer][..., self.channel], mask)
+    def __call__(self, acts, data):
+        return jnp.mean(acts[self.layer][..., self.channel])
 
     def __str__(self):
         return f"channel({self.layer},{self.channel})"
@@ -105,13 +100,12 @@ class Neuron:
     channel: int
     y: float = 0.5
     x: float = 0.5
+    separable = False  # one position of the whole map
 
-    def __call__(self, acts, data, mask=None):
+    def __call__(self, acts, data):
         a = acts[self.layer]
-        rows, cols = a.shape[:2] if mask is None else (
-            jnp.sum(mask[:, 0]).astype(jnp.int32), jnp.sum(mask[0, :]).astype(jnp.int32))
-        row = jnp.minimum(jnp.floor(self.y * rows).astype(jnp.int32), rows - 1)
-        col = jnp.minimum(jnp.floor(self.x * cols).astype(jnp.int32), cols - 1)
+        row = min(int(self.y * a.shape[0]), a.shape[0] - 1)
+        col = min(int(self.x * a.shape[1]), a.shape[1] - 1)
         return a[row, col, self.channel]
 
     def __str__(self):
@@ -122,11 +116,11 @@ class Neuron:
 @dataclasses.dataclass(frozen=True)
 class ClassLogit:
     """Pre-softmax logit of one ImageNet class (averaged over pool5 positions by
-    the model; with bucket padding that average includes the padding)."""
+    the model)."""
     index: int
     layer: str = CLASSIFIER
 
-    def __call__(self, acts, data, mask=None):
+    def __call__(self, acts, data):
         return acts[CLASSIFIER][self.index]
 
     def __str__(self):
@@ -140,9 +134,8 @@ class Guide:
     features (M, C) come in `data[str(self)]`."""
     layer: str
 
-    def __call__(self, acts, data, mask=None):
-        best = jnp.max(acts[self.layer] @ data[str(self)].T, axis=-1)
-        return _average(best, mask)
+    def __call__(self, acts, data):
+        return jnp.mean(jnp.max(acts[self.layer] @ data[str(self)].T, axis=-1))
 
     def __str__(self):
         return f"guide({self.layer})"
@@ -352,9 +345,6 @@ def weight_matrix(objectives, terms: tuple) -> np.ndarray:
     return matrix
 
 
-def evaluate(terms: tuple, weights, acts: Mapping, data: Mapping, masks: Mapping | None = None):
-    """sum_i weights[i] * terms[i](acts) for one image (acts without batch axis);
-    masks: {layer: (H, W) valid positions} for padded images."""
-    masks = masks or {}
-    return sum(weights[i] * term(acts, data, masks.get(term.layer))
-               for i, term in enumerate(terms))
+def evaluate(terms: tuple, weights, acts: Mapping, data: Mapping):
+    """sum_i weights[i] * terms[i](acts) for one image (acts without batch axis)."""
+    return sum(weights[i] * term(acts, data) for i, term in enumerate(terms))

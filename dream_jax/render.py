@@ -1,16 +1,16 @@
 """From a request (config as data) to a PNG on disk, reproducibly.
 
-A `DreamRequest` holds everything that determines the pixels. It is checked
-before any heavy work (flags, objective, output folder, and the input's size
-against the octaves and the objective's layers), and stored as JSON in
-the PNG's text metadata together with the weights' sha256 and the package
-version, so `replay` can re-run it: on CPU the same request gives the same
+A `DreamRequest` holds everything that determines the pixels and is checked
+when it is made. It is stored as JSON in the PNG's text metadata with the
+input's and guide's file *names* and sha256 (never a path: outputs get shared),
+the weights' sha256 and the package version. `--replay` re-runs it: with the
+file named by --input, or found by name beside the PNG or in the working
+directory, after checking its sha256. On CPU the same request gives the same
 bytes.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -23,14 +23,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dream_jax import __version__, dream, image_io, objectives, weights
+from dream_jax import __version__, api, deepdream, image_io, objectives, weights
+from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
 
 METADATA_KEY = "dream_jax"
 DEFAULT_NOISE_SIZE = 512
 MIN_SIDE = 16  # smaller images give the network 1x1 maps at every layer: nothing to dream
-MAX_OCTAVES = 100  # far beyond any useful pyramid; keeps absurd counts from running for hours
-MAX_STEPS = 100_000
 MAX_SEED = 2**32 - 1  # JAX keys take 32-bit seeds; larger ones would silently collide
 
 
@@ -39,39 +38,37 @@ class DreamRequest:
     """What to dream: input (None = seeded noise), objective, config, seed, guide."""
     input: str | None = None
     objective: str = objectives.DEFAULT
-    config: dream.DreamConfig = dream.DreamConfig()
+    config: DreamConfig = DreamConfig()
     seed: int = 0
     guide: str | None = None
     max_side: int = 0            # 0 keeps the input's size
     noise_size: int = DEFAULT_NOISE_SIZE
     max_pixels: int = image_io.DEFAULT_MAX_PIXELS
 
-    def check(self) -> objectives.Objective:
+    def __post_init__(self):
         """Everything that can be checked without loading weights or pixels."""
-        self.config.validate()
-        objective = objectives.parse(self.objective)
+        objective = self.parsed_objective
         if objective.needs_guide and not self.guide:
             raise UserError(f"objective {self.objective!r} uses guide(); pass --guide=IMAGE")
-        if self.max_side < 0:
-            raise UserError(f"max_side must be >= 0 (0 keeps the size), got {self.max_side}")
-        if self.noise_size < 32:
-            raise UserError(f"noise_size must be >= 32, got {self.noise_size}")
-        if self.max_pixels < 1:
-            raise UserError(f"max_pixels must be >= 1, got {self.max_pixels}")
-        if self.input is None and self.noise_size ** 2 > self.max_pixels:
-            raise UserError(f"noise_size {self.noise_size} gives {self.noise_size ** 2:,} pixels, "
-                            f"over --max_pixels={self.max_pixels:,}")
-        if self.config.octave_n > MAX_OCTAVES:
-            raise UserError(f"octave_n (--octaves) must be <= {MAX_OCTAVES}, "
-                            f"got {self.config.octave_n}")
-        if self.config.iter_n > MAX_STEPS:
-            raise UserError(f"iter_n (--steps) must be <= {MAX_STEPS:,}, got {self.config.iter_n}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise UserError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
-        return objective
+        checks = [
+            (self.max_side >= 0, f"max_side must be >= 0 (0 keeps the size), got {self.max_side}"),
+            (self.noise_size >= 32, f"noise_size must be >= 32, got {self.noise_size}"),
+            (self.max_pixels >= 1, f"max_pixels must be >= 1, got {self.max_pixels}"),
+            (self.input is not None or self.noise_size ** 2 <= self.max_pixels,
+             f"noise_size {self.noise_size} gives {self.noise_size ** 2:,} pixels, "
+             f"over --max_pixels={self.max_pixels:,}"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED}, got {self.seed}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    @property
+    def parsed_objective(self) -> objectives.Objective:
+        return objectives.parse(self.objective)
 
 
-def check_size(name: str, height: int, width: int, config: dream.DreamConfig,
+def check_size(name: str, height: int, width: int, config: DreamConfig,
                layers: tuple[str, ...]) -> None:
     """Refuse, before any weights are loaded, an image too small to dream: under
     MIN_SIDE, too small for the deepest layer of the objective, or shrunk by the
@@ -79,12 +76,10 @@ def check_size(name: str, height: int, width: int, config: dream.DreamConfig,
     if min(height, width) < MIN_SIDE:
         raise UserError(f"{name}: {width}x{height} is too small to dream "
                         f"(each side needs at least {MIN_SIDE} px)")
-    if layers and not _fits(height, width, layers[-1]):
+    if not deepdream.fits_network(height, width, layers):
         raise UserError(f"{name}: {width}x{height} is too small for {layers[-1]} "
                         f"(use a bigger image or a shallower layer)")
-    if config.octave_n > MAX_OCTAVES:  # also for callers that skipped DreamRequest.check
-        raise UserError(f"octave_n (--octaves) must be <= {MAX_OCTAVES}, got {config.octave_n}")
-    shapes = dream.octave_shapes(height, width, config.octave_n, config.octave_scale)
+    shapes = deepdream.octave_shapes(height, width, config.octave_n, config.octave_scale)
     usable = sum(1 for shape in shapes if min(shape) >= MIN_SIDE)
     if usable < len(shapes):
         h, w = shapes[-1]
@@ -92,11 +87,6 @@ def check_size(name: str, height: int, width: int, config: dream.DreamConfig,
                         f"octave_scale {config.octave_scale:g} shrinks to {w}x{h} at the smallest "
                         f"octave (under {MIN_SIDE} px); use at most --octaves={usable} or a "
                         f"smaller --octave_scale")
-
-
-@functools.lru_cache(maxsize=1024)
-def _fits(height: int, width: int, layer: str) -> bool:
-    return dream.fits_network(height, width, (layer,))
 
 
 def check_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
@@ -153,7 +143,7 @@ def noise_image(seed: int, size: int) -> np.ndarray:
 
 def load_input(request: DreamRequest) -> tuple[np.ndarray, np.ndarray | None]:
     """The input's pixels (or the seeded noise), checked with `check_size`."""
-    layers = objectives.parse(request.objective).layers
+    layers = request.parsed_objective.layers
     if request.input is None:
         size = request.noise_size
         check_size("noise input", size, size, request.config, layers)
@@ -165,11 +155,13 @@ def load_input(request: DreamRequest) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def metadata(request: DreamRequest, weights_sha256: str) -> dict[str, str]:
+    """The PNG text chunks: the request with file names only, and checksums."""
+    def name(path):
+        return None if path is None else Path(path).name
     record = {
         "version": __version__,
-        "request": {**dataclasses.asdict(request),
-                    "input": None if request.input is None else str(Path(request.input).resolve()),
-                    "guide": None if request.guide is None else str(Path(request.guide).resolve())},
+        "request": {**dataclasses.asdict(request), "input": name(request.input),
+                    "guide": name(request.guide)},
         "input_sha256": None if request.input is None else _sha256(request.input),
         "guide_sha256": None if request.guide is None else _sha256(request.guide),
         "weights_sha256": weights_sha256,
@@ -178,52 +170,66 @@ def metadata(request: DreamRequest, weights_sha256: str) -> dict[str, str]:
     return {METADATA_KEY: json.dumps(record, sort_keys=True), "Software": f"dream_jax {__version__}"}
 
 
-def request_from_png(path: str | os.PathLike) -> tuple[DreamRequest, dict]:
-    """The request stored in a dream's PNG metadata, with its checksums."""
+def _locate(what: str, name: str | None, given: str | None, digest: str | None,
+            png: Path) -> str | None:
+    """The file to replay with: `given`, else `name` beside the PNG or in the
+    working directory; its sha256 must be the recorded one."""
+    if name is None:
+        if given:
+            raise UserError(f"cannot replay: the dream had no {what} file, but one was given")
+        return None
+    candidates = [Path(given)] if given else [png.parent / name, Path(name)]
+    for path in candidates:
+        if path.is_file():
+            if _sha256(path) != digest:
+                raise UserError(f"cannot replay: {what} {path} is not the file the dream was "
+                                f"made from (sha256 differs: changed, or another file)")
+            return str(path)
+    raise UserError(f"cannot replay: {what} {given or name} not found"
+                    + ("" if given else f" beside {png.name} or in the working directory; "
+                       f"pass --{what}=FILE"))
+
+
+def request_from_png(path: str | os.PathLike, input_path: str | None = None,
+                     guide_path: str | None = None) -> tuple[DreamRequest, dict]:
+    """The request stored in a dream's PNG, with its files located and checked
+    (see `_locate`), and the stored record."""
+    path = Path(path)
     text = image_io.read_png_metadata(path).get(METADATA_KEY)
     if text is None:
         raise UserError(f"{path}: no dream_jax metadata (not written by dream_jax?)")
     try:
         record = json.loads(text)
         fields = dict(record["request"])
-        fields["config"] = dream.DreamConfig(**fields["config"])
+        fields["config"] = DreamConfig.from_dict(fields["config"])
+        fields["input"] = _locate("input", fields["input"], input_path,
+                                  record.get("input_sha256"), path)
+        fields["guide"] = _locate("guide", fields["guide"], guide_path,
+                                  record.get("guide_sha256"), path)
         return DreamRequest(**fields), record
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{path}: unreadable dream_jax metadata ({e})") from None
-
-
-def check_replayable(record: dict, request: DreamRequest, weights_sha256: str) -> None:
-    """Same input, guide and weights as when the dream was made, or a clear error."""
-    for name, path, digest in (("input", request.input, record.get("input_sha256")),
-                               ("guide", request.guide, record.get("guide_sha256"))):
-        if path is not None:
-            if not Path(path).is_file():
-                raise UserError(f"cannot replay: {name} {path} no longer exists")
-            if _sha256(path) != digest:
-                raise UserError(f"cannot replay: {name} {path} has changed since the dream was made")
-    if record.get("weights_sha256") != weights_sha256:
-        raise UserError("cannot replay: the dream was made with different weights "
-                        f"(sha256 {record.get('weights_sha256')})")
 
 
 def render(request: DreamRequest, output: str | os.PathLike, params=None,
            weights_dir=None, progress: bool = True, replay_record: dict | None = None) -> dict:
     """Dream `request` into `output` (PNG with metadata). Returns a summary dict."""
-    objective = request.check()
+    objective = request.parsed_objective
     output = check_output(output)
     start = time.perf_counter()
     rgb, alpha = load_input(request)
     guide_rgb = image_io.read_image(request.guide, request.max_pixels)[0] if request.guide else None
     manifest = weights.read_manifest(weights_dir)
-    if replay_record is not None:
-        check_replayable(replay_record, request, manifest["sha256"])
+    if replay_record is not None and replay_record.get("weights_sha256") != manifest["sha256"]:
+        raise UserError("cannot replay: the dream was made with different weights "
+                        f"(sha256 {replay_record.get('weights_sha256')})")
     params = weights.load_params(weights_dir) if params is None else params
-    data = dream.guide_data(params, guide_rgb, objective.terms)
+    data = api.guide_data(params, guide_rgb, objective.terms)
     bar = tqdm(total=request.config.octave_n * request.config.iter_n, unit="step",
                desc="dream", disable=None if progress else True,  # None: terminals only
                leave=False)
     try:
-        dreamed = dream.dream_pixels(
+        dreamed = api.dream_pixels(
             params, rgb[None], [objective], request.config,
             keys=jax.random.PRNGKey(request.seed)[None], data=data,
             on_octave=lambda octave, steps: bar.update(request.config.iter_n))[0]

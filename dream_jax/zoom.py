@@ -7,7 +7,8 @@ import jax
 import numpy as np
 from PIL import Image
 
-from dream_jax import dream
+from dream_jax import api
+from dream_jax.config import DreamConfig
 from dream_jax.atomic import atomic_output
 
 
@@ -20,14 +21,14 @@ def zoom_in(rgb: np.ndarray, factor: float) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BICUBIC, box=box))
 
 
-def zoom_frames(params, first: np.ndarray, objective, config: dream.DreamConfig, seed: int,
+def zoom_frames(params, first: np.ndarray, objective, config: DreamConfig, seed: int,
                 frames: int, factor: float, data=None) -> Iterator[np.ndarray]:
     """Yield `frames` dreamed frames (uint8 RGB), each dreamed on the zoomed previous one.
     Every frame has the same shape, so the octave loop compiles once."""
     frame = first
     for i in range(frames):
         keys = jax.random.fold_in(jax.random.PRNGKey(seed), i)[None]
-        dreamed = dream.dream_pixels(params, frame[None], [objective], config, keys, data)[0]
+        dreamed = api.dream_pixels(params, frame[None], [objective], config, keys, data)[0]
         yield dreamed
         frame = zoom_in(dreamed, factor)
 

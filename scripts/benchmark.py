@@ -13,7 +13,7 @@ from absl import flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is not installed
 from benchmarks import harness  # noqa: E402
-from dream_jax import cli, dream  # noqa: E402
+from dream_jax import cli, config  # noqa: E402
 
 _IMPL = flags.DEFINE_list("impl", list(harness.IMPLS), f"Implementations: {', '.join(harness.IMPLS)}.")
 _SIZES = flags.DEFINE_list("sizes", ["224", "512", "1024"], "Square image sides.")
@@ -24,7 +24,7 @@ _MODE = flags.DEFINE_list("mode", list(harness.MODES),
                           "step: one octave of --steps steps; octave: the whole octave loop.")
 _OUT = flags.DEFINE_string("out", "bench/results", "Writes OUT.json and OUT.md.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Converted weights folder (default: weights/).")
-_PRECISION = flags.DEFINE_enum("precision", "float32", list(dream.PRECISIONS),
+_PRECISION = flags.DEFINE_enum("precision", "float32", list(config.PRECISIONS),
                                "Network compute dtype for every impl (torch: autocast).")
 _CACHE = flags.DEFINE_string(
     "cache", None, "Keep on-disk compilation caches here (default: off, cold compiles); "

@@ -8,11 +8,12 @@ from pathlib import Path
 from absl import flags
 from tqdm import tqdm
 
-from dream_jax import cli, dream, image_io, render, weights, zoom
+from dream_jax import api, cli, image_io, render, weights, zoom
 from dream_jax.errors import UserError
-from dream_jax.flags import define_dream_flags
+from dream_jax import flags as dream_flags
 
-make_request = define_dream_flags()
+make_request = dream_flags.define_dream_flags()
+flags.adopt_module_key_flags(dream_flags)  # --help lists the dream flags
 _INPUT = flags.DEFINE_string("input", None, "First frame (default: built-in seeded noise).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "zoom", "Where frame_0000.png ... go.")
 _FRAMES = flags.DEFINE_integer("frames", 10, "Number of frames.")
@@ -22,7 +23,7 @@ _GIF = flags.DEFINE_bool("gif", False, "Also write zoom.gif from the frames.")
 
 def main():
     request = make_request(_INPUT.value)
-    objective = request.check()
+    objective = request.parsed_objective
     if _FRAMES.value < 1:
         raise UserError(f"frames must be >= 1, got {_FRAMES.value}")
     if not (math.isfinite(_ZOOM.value) and _ZOOM.value > 1):
@@ -37,7 +38,7 @@ def main():
     frames = []
     for i, frame in enumerate(tqdm(zoom.zoom_frames(
             params, first, objective, request.config, request.seed, _FRAMES.value, _ZOOM.value,
-            dream.guide_data(params, guide, objective.terms)), total=_FRAMES.value, unit="frame")):
+            api.guide_data(params, guide, objective.terms)), total=_FRAMES.value, unit="frame")):
         image_io.write_png(out_dir / f"frame_{i:04d}.png", frame, None,
                            {**render.metadata(request, sha), "zoom_frame": f"{i} of {_FRAMES.value}, x{_ZOOM.value:g} per frame"})
         frames.append(frame)

@@ -1,17 +1,18 @@
-"""The dream engine: steps ascend, batches equal singles, seeds, octaves, tiles, NaN guard."""
-import dataclasses
-
+"""The dream engine: steps ascend, batches equal singles, seeds, octaves, NaN guard."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import dream_jax
-from dream_jax import dream, objectives, preprocess
+from dream_jax import api, config as config_lib, deepdream, gradients, objectives, preprocess
+from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
 
 LAYER = "inception_3b/output"  # shallow enough to be quick on 2 CPU cores
-FAST = dream.DreamConfig(octave_n=1, iter_n=2)
+FAST = DreamConfig(octave_n=1, iter_n=2)
+dream = dream_jax.dream
 
 
 def _photo(seed=0, size=(96, 112)):
@@ -21,177 +22,142 @@ def _photo(seed=0, size=(96, 112)):
     return np.asarray(Image.fromarray(smooth).resize(size[::-1], Image.BICUBIC))
 
 
-def _value(params, rgb_or_model, objective, model_space=False):
-    image = rgb_or_model if model_space else preprocess.to_model(rgb_or_model)
+def _model(rgb):
+    return jnp.asarray(preprocess.to_model(rgb, preprocess.DREAM_MEAN_BGR))
+
+
+def _value(params, rgb, objective, data=None):
     o = objectives.as_objective(objective)
-    return float(dream._objective_value(params, jnp.asarray(image), jnp.asarray(o.weights), {},
-                                        o.terms))
+    return float(deepdream.objective_value(params, _model(rgb), jnp.asarray(o.weights),
+                                           data or {}, o.terms, "native"))
+
+
+def _octave(params, images, keys, weights=None, steps=FAST.iter_n, config=FAST):
+    terms = objectives.parse(LAYER).terms
+    weights = jnp.ones((len(images), 1)) if weights is None else weights
+    return deepdream.dream_octave(params, images, weights, {}, keys, jnp.int32(steps),
+                                  terms=terms, gradient=gradients.Whole(),
+                                  config=deepdream.StepConfig.of(config))
 
 
 @pytest.mark.parametrize("objective", [LAYER, f"channel({LAYER},5)", "mean(conv2/norm2)"])
 def test_steps_increase_the_objective(params, objective):
     image = _photo()
     before = _value(params, image, objective)
-    after = _value(params, dream.dream(image, objective, params, config=FAST), objective)
+    after = _value(params, dream(image, objective, params, config=FAST), objective)
     assert after > before
 
 
 def test_batch_equals_single_runs(params):
-    images = np.stack([_photo(s) for s in range(3)])
-    o = objectives.parse(LAYER)
+    images = jnp.stack([_model(_photo(s)) for s in range(3)])
     keys = jnp.stack([jax.random.PRNGKey(s) for s in (5, 6, 7)])
-    weights = jnp.ones((3, 1))
-    batched = dream.dream_octave(params, preprocess.to_model(images), weights, {}, keys,
-                                 FAST.iter_n, o.terms, FAST.step)
+    batched = _octave(params, images, keys)
     for i in range(3):
-        single = dream.dream_octave(params, preprocess.to_model(images[i:i + 1]), weights[:1],
-                                    {}, keys[i:i + 1], FAST.iter_n, o.terms, FAST.step)
+        single = _octave(params, images[i:i + 1], keys[i:i + 1])
         np.testing.assert_allclose(batched[i], single[0], atol=1e-3, rtol=1e-4)
 
 
 def test_images_times_objectives_in_one_call_match_singles(params):
     images = np.stack([_photo(0), _photo(1)])
     objective_list = [LAYER, f"channel({LAYER},9)"]
-    grid = dream_jax.dream(images, objective_list, params, config=FAST, seed=3)
+    grid = dream(images, objective_list, params, config=FAST, seed=3)
     assert grid.shape == (2, 2, 96, 112, 3) and grid.dtype == np.uint8
-    single = dream_jax.dream(images[1], objective_list[1], params, config=FAST, seed=3)
+    single = dream(images[1], objective_list[1], params, config=FAST, seed=3)
     assert np.abs(grid[1, 1].astype(int) - single).max() <= 1
 
 
 def test_same_seed_same_pixels_different_seed_different(params):
     image = _photo()
-    a = dream.dream(image, LAYER, params, config=FAST, seed=1)
-    b = dream.dream(image, LAYER, params, config=FAST, seed=1)
-    c = dream.dream(image, LAYER, params, config=FAST, seed=2)
+    a = dream(image, LAYER, params, config=FAST, seed=1)
+    b = dream(image, LAYER, params, config=FAST, seed=1)
+    c = dream(image, LAYER, params, config=FAST, seed=2)
     np.testing.assert_array_equal(a, b)
     assert np.any(a != c)
 
 
-def test_octave_shapes_follow_octave_scale():
-    shapes = dream.octave_shapes(575, 1024, 4, 1.4)
+def test_octave_shapes_are_the_notebooks():
+    """scipy.ndimage.zoom(x, 1/1.4) sizes: round(n * (1/1.4)), level after level."""
+    shapes = deepdream.octave_shapes(575, 1024, 4, 1.4)
     assert shapes == [(575, 1024), (411, 731), (294, 522), (210, 373)]
-    assert dream.octave_shapes(100, 100, 3, 2.0) == [(100, 100), (50, 50), (25, 25)]
+    assert deepdream.octave_shapes(100, 100, 3, 2.0) == [(100, 100), (50, 50), (25, 25)]
+
+
+def test_zoom_is_the_notebooks_linear_zoom():
+    """scipy.ndimage.zoom(order=1) (corners aligned, no antialiasing), on both axes."""
+    scipy_ndimage = pytest.importorskip("scipy.ndimage")
+    x = np.random.default_rng(0).normal(size=(2, 37, 53, 3)).astype(np.float32)
+    for shape in [(26, 38), (37, 53), (52, 74), (1, 5)]:
+        expected = scipy_ndimage.zoom(x, (1, shape[0] / 37, shape[1] / 53, 1), order=1)
+        assert expected.shape[1:3] == shape
+        np.testing.assert_allclose(np.asarray(deepdream.zoom(jnp.asarray(x), shape)), expected,
+                                   atol=1e-5)
 
 
 def test_octaves_too_small_are_skipped_not_fatal(params):
     """class() needs pool5 (7x7 at inception_5b): 256 px fits, 256/1.4 = 183 px does not."""
-    out = dream.dream(_photo(size=(256, 256)), "class(1)", params,
-                      config=dataclasses.replace(FAST, octave_n=3))
+    out = dream(_photo(size=(256, 256)), "class(1)", params, config=FAST.replace(octave_n=3))
     assert out.shape == (256, 256, 3)
     with pytest.raises(UserError, match="too small"):
-        dream.dream(_photo(size=(96, 96)), "class(1)", params, config=FAST)
-
-
-def _gradients(params, image, tile):
-    o = objectives.parse("conv2/norm2")
-    args = (params, jnp.asarray(image), jnp.ones(1), {}, jax.random.PRNGKey(3), o.terms)
-    whole = jax.grad(dream._objective_value, argnums=1)(params, args[1], args[2], {}, o.terms)
-    return np.asarray(whole), np.asarray(dream.tiled_gradient(*args, tile)), args
-
-
-def test_tiled_gradient_equals_whole_image_when_it_fits_one_tile(params):
-    image = preprocess.to_model(_photo(size=(128, 128)))
-    whole, tiled, _ = _gradients(params, image, 128)
-    np.testing.assert_allclose(tiled, whole, atol=1e-6 * np.abs(whole).max())
-
-
-def test_tiled_gradient_matches_away_from_seams(params):
-    """With several tiles, the gradient equals the whole-image gradient of the same
-    (randomly rolled) image wherever the tile borders are out of reach."""
-    image = preprocess.to_model(_photo(size=(256, 256)))
-    _, tiled, args = _gradients(params, image, 128)
-    shift = np.asarray(jax.random.randint(args[4], (2,), 0, jnp.array([128, 128])))
-    rolled = jnp.roll(jnp.asarray(image), tuple(shift), axis=(0, 1))
-    o = objectives.parse("conv2/norm2")
-    whole = np.roll(np.asarray(jax.grad(dream._objective_value, argnums=1)(
-        params, rolled, jnp.ones(1), {}, o.terms)), tuple(-shift), axis=(0, 1))
-    # Seams sit at rolled rows/cols 0 and 128: keep pixels >= 40 px away from them.
-    ys = (np.arange(256) + shift[0]) % 128
-    xs = (np.arange(256) + shift[1]) % 128
-    far = ((ys > 40) & (ys < 88))[:, None] & ((xs > 40) & (xs < 88))[None, :]
-    # Each tile's objective is a mean over its own positions: 4 tiles -> 4x the gradient.
-    scale = np.abs(whole[far]).max()
-    np.testing.assert_allclose(tiled[far] / 4 / scale, whole[far] / scale, atol=1e-4)
+        dream(_photo(size=(96, 96)), "class(1)", params, config=FAST)
 
 
 def test_flat_black_image_never_produces_nan(params):
     black = np.zeros((96, 96, 3), np.uint8)
-    for how in dream.NORMALIZERS:
-        out = dream.dream(black, "neuron(conv1/7x7_s2, 0, 0, 0)", params,
-                          config=dataclasses.replace(FAST, normalize=how))
+    for how in config_lib.NORMALIZERS:
+        out = dream(black, "neuron(conv1/7x7_s2, 0, 0, 0)", params,
+                    config=FAST.replace(normalize=how))
         assert out.dtype == np.uint8 and np.isfinite(out).all()
 
 
 def test_guide_objective_pulls_towards_the_guide(params):
     image, guide = _photo(0), _photo(7, size=(80, 80))
     o = objectives.parse(f"guide({LAYER})")
-    data = dream.guide_data(params, guide, o.terms)
-    value = lambda rgb: float(dream._objective_value(  # noqa: E731
-        params, jnp.asarray(preprocess.to_model(rgb)), jnp.ones(1), data, o.terms))
-    out = dream.dream(image, o, params, config=FAST, guide=guide)
-    assert value(out) > value(image)
+    data = api.guide_data(params, guide, o.terms)
+    out = dream(image, o, params, config=FAST, guide=guide)
+    assert _value(params, out, o, data) > _value(params, image, o, data)
     with pytest.raises(UserError, match="guide"):
-        dream.dream(image, o, params, config=FAST)
+        dream(image, o, params, config=FAST)
 
 
-@pytest.mark.parametrize("field,value", [("iter_n", 0), ("octave_n", 0), ("octave_scale", 1.0),
-                                         ("octave_scale", float("nan")), ("step_size", -1.0),
-                                         ("jitter", -1), ("normalize", "l1"),
-                                         ("precision", "float16")])
-def test_bad_config_is_refused(field, value):
+@pytest.mark.parametrize("field,value", [("iter_n", 0), ("octave_n", 0), ("octave_n", 101),
+                                         ("octave_scale", 1.0), ("octave_scale", float("nan")),
+                                         ("step_size", -1.0), ("jitter", -1), ("tile_size", 8),
+                                         ("memory_budget", -1), ("normalize", "l1"),
+                                         ("precision", "float16"), ("kernels", "fast")])
+def test_bad_config_is_refused_when_made(field, value):
     with pytest.raises(UserError, match=field.split("_")[0]):
-        dataclasses.replace(dream.DreamConfig(), **{field: value}).validate()
+        DreamConfig().replace(**{field: value})
 
 
-@pytest.mark.parametrize("size", [1, 7, 16, 57, 100, 223, 224, 300, 517])
-def test_map_extent_matches_the_network(size):
-    from dream_jax import googlenet
-    shapes = googlenet.layer_shapes(size, size + 1)
-    for layer, shape in shapes.items():
-        if shape is not None and len(shape) == 3:
-            assert googlenet.map_extent(layer, size) == shape[0], layer
-            assert googlenet.map_extent(layer, size + 1) == shape[1], layer
+def test_unknown_config_field_is_refused():
+    with pytest.raises(UserError, match="unknown config field"):
+        DreamConfig().replace(iterations=3)
 
 
-def test_sizes_within_a_bucket_share_one_compilation(params):
-    config = dataclasses.replace(FAST, bucket=64)
-    dream.dream(_photo(size=(100, 90)), LAYER, params, config=config)
-    compiled = dream.dream_octave._cache_size()
-    out = dream.dream(_photo(size=(112, 70)), LAYER, params, config=config)
-    assert out.shape == (112, 70, 3)
-    assert dream.dream_octave._cache_size() == compiled
-
-
-def test_bucket_padding_is_exact_when_the_size_is_already_a_multiple(params):
-    image = _photo(size=(128, 64))
-    padded = dream.dream(image, LAYER, params, config=dataclasses.replace(FAST, bucket=64))
-    exact = dream.dream(image, LAYER, params, config=dataclasses.replace(FAST, bucket=0))
-    np.testing.assert_array_equal(padded, exact)
-
-
-def test_bucket_padding_never_changes_and_never_leaks(params):
-    """Padding stays zero (model space), and the real region is dreamed as usual."""
-    image = preprocess.to_model(_photo(size=(100, 90)))
-    padded = jnp.pad(jnp.asarray(image)[None], ((0, 0), (0, 28), (0, 38), (0, 0)))
-    o = objectives.parse(LAYER)
-    out = np.asarray(dream.dream_octave(params, padded, jnp.ones((1, 1)), {},
-                                        jax.random.PRNGKey(0)[None], FAST.iter_n, o.terms,
-                                        FAST.step, valid=(100, 90)))
-    assert np.all(out[0, 100:] == 0) and np.all(out[0, :, 90:] == 0)
-    assert np.abs(out[0, :100, :90] - image).mean() > 1.0
+def test_normalized_ascent_is_an_optax_transformation():
+    """step_size * g / mean|g| as optax updates: applied, they ascend."""
+    g = jnp.array([[1.0, -3.0], [0.0, 4.0]])
+    tx = deepdream.normalized_ascent(1.5)
+    updates, _ = tx.update(g, tx.init(g))
+    np.testing.assert_allclose(updates, 1.5 * g / 2.0, rtol=1e-6)
+    np.testing.assert_allclose(optax.apply_updates(g, updates), g + 1.5 * g / 2.0, rtol=1e-6)
+    std_updates, _ = deepdream.normalized_ascent(1.0, "std").update(g, tx.init(g))
+    np.testing.assert_allclose(std_updates, g / np.std(np.asarray(g)), rtol=1e-5)
+    zero, _ = tx.update(jnp.zeros(3), tx.init(jnp.zeros(3)))
+    assert np.all(np.asarray(zero) == 0)
 
 
 def test_an_octave_is_one_compiled_call_whatever_its_steps(params):
     """All of an octave's steps run inside one executable (a loop), compiled once
-    for any step count, octave count or bucket, and more steps keep ascending."""
+    for any step count or octave count, and more steps keep ascending."""
     image = _photo(size=(104, 88))
     before = _value(params, image, LAYER)
-    config = dataclasses.replace(FAST, step_size=1.25)  # a compilation of this test's own
-    calls = dream.dream_octave._cache_size()
-    outs = [dream.dream(image, LAYER, params, config=dataclasses.replace(config, iter_n=n))
-            for n in (1, 7)]
-    dream.dream(image, LAYER, params, config=dataclasses.replace(config, octave_n=2, bucket=8))
-    assert dream.dream_octave._cache_size() == calls + 2  # full size; the second octave
+    config = FAST.replace(step_size=1.25)  # a compilation of this test's own
+    from dream_jax import compile_cache
+    compiled = len(compile_cache._compiled)
+    outs = [dream(image, LAYER, params, config=config.replace(iter_n=n)) for n in (1, 7)]
+    dream(image, LAYER, params, config=config.replace(octave_n=2))
+    assert len(compile_cache._compiled) == compiled + 2  # full size; the second octave
     assert before < _value(params, outs[0], LAYER) < _value(params, outs[1], LAYER)
 
 
@@ -201,14 +167,23 @@ def test_bfloat16_stays_within_the_stated_tolerance_of_float32(params):
     with float32's (a different seed: ~0.07)."""
     image = _photo()
     o = objectives.as_objective(LAYER)
-    x = jnp.asarray(preprocess.to_model(image))
-    grad = jax.grad(dream._objective_value, argnums=1)
-    g32 = grad(params, x, jnp.asarray(o.weights), {}, o.terms)
+    x = _model(image)
+    grad = jax.grad(deepdream.objective_value, argnums=1)
+    g32 = grad(params, x, jnp.asarray(o.weights), {}, o.terms, "native")
     g16 = grad(jax.tree.map(lambda p: p.astype(jnp.bfloat16), params), x,
-               jnp.asarray(o.weights), {}, o.terms)
+               jnp.asarray(o.weights), {}, o.terms, "native")
     assert g16.dtype == jnp.float32
     assert float(jnp.vdot(g32, g16) / jnp.linalg.norm(g32) / jnp.linalg.norm(g16)) >= 0.95
-    config = dataclasses.replace(FAST, iter_n=3)
-    changes = [dream.dream(image, LAYER, params, config=dataclasses.replace(config, precision=p))
-               .astype(float) - image for p in dream.PRECISIONS]
+    config = FAST.replace(iter_n=3)
+    changes = [dream(image, LAYER, params, config=config.replace(precision=p)).astype(float)
+               - image for p in config_lib.PRECISIONS]
     assert np.corrcoef(changes[0].ravel(), changes[1].ravel())[0, 1] >= 0.75
+
+
+@pytest.mark.parametrize("kernels", ["custom", "native"])
+def test_custom_and_native_kernels_dream_alike(params, kernels):
+    """Both gradient paths of the Caffe ops give the same dream (within float noise)."""
+    image = _photo()
+    reference = dream(image, LAYER, params, config=FAST.replace(kernels="native"))
+    out = dream(image, LAYER, params, config=FAST.replace(kernels=kernels))
+    assert np.abs(out.astype(int) - reference).max() <= 1

@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dream_jax import dream as dream_module
+from dream_jax import deepdream as engine
 from dream_jax import image_io, render
+from dream_jax.config import DreamConfig
 from dream_jax.errors import ImageError, UserError
 from tests.conftest import ROOT
 
@@ -91,17 +92,17 @@ def test_render_gives_a_valid_png_or_one_user_error(params, weights_dir, width, 
                                                      steps, octaves, octave_scale, step_size,
                                                      max_side, seed):
     with tempfile.TemporaryDirectory() as tmp, \
-            mock.patch.object(dream_module, "deepdream", _fake_deepdream):
+            mock.patch.object(engine, "deepdream", _fake_deepdream):
         folder = Path(tmp)
         source = _write_image(folder, width, height, mode, seed % 1000)
         out_dir = folder / "out"
         out_dir.mkdir()
         output = out_dir / "dream.png"
-        request = render.DreamRequest(
-            input=str(source), objective="inception_3b/output", seed=seed, max_side=max_side,
-            config=dream_module.DreamConfig(octave_n=octaves, octave_scale=octave_scale,
-                                            iter_n=steps, step_size=step_size))
         try:
+            request = render.DreamRequest(
+                input=str(source), objective="inception_3b/output", seed=seed, max_side=max_side,
+                config=DreamConfig(octave_n=octaves, octave_scale=octave_scale, iter_n=steps,
+                                   step_size=step_size))
             summary = render.render(request, output, params=params, weights_dir=weights_dir,
                                     progress=False)
         except UserError as e:

@@ -8,7 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from benchmarks import torch_reference as ref  # noqa: E402
-from dream_jax import dream, googlenet, objectives, preprocess  # noqa: E402
+from dream_jax import deepdream, googlenet, gradients, objectives, preprocess  # noqa: E402
+from dream_jax.config import DreamConfig  # noqa: E402
 
 _apply = jax.jit(googlenet.apply, static_argnames="taps")  # faster than op by op
 TAPS = ("conv2/norm2", "inception_4c/output", "inception_5b/output", "loss3/classifier")
@@ -63,15 +64,16 @@ def test_stops_at_the_deepest_requested_tap(torch_params):
 def test_dream_octave_matches_jax(params, torch_params):
     """Without jitter the random rolls are identity in both, so the steps
     (gradient, mean |g| normalisation per image, step, clip) must agree."""
-    config = dream.DreamConfig(iter_n=2, jitter=0)
+    config = DreamConfig(iter_n=2, jitter=0)
     layer = "inception_3b/output"
     images = _noise((2, 48, 64, 3))
     objective_list = [objectives.parse(layer)] * 2
     terms = objectives.union_terms(objective_list)
     weights = jnp.asarray(objectives.weight_matrix(objective_list, terms))
     keys = jnp.stack([jax.random.PRNGKey(i) for i in range(2)])
-    ours = np.asarray(dream.dream_octave(params, jnp.asarray(images), weights, {}, keys,
-                                         config.iter_n, terms, config.step))
+    ours = np.asarray(deepdream.dream_octave(
+        params, jnp.asarray(images), weights, {}, keys, jnp.int32(config.iter_n), terms=terms,
+        gradient=gradients.Whole(), config=deepdream.StepConfig.of(config)))
     theirs = ref.dream_octave(torch_params, _nchw(images), layer,
                               torch.Generator().manual_seed(0), config)
     theirs = theirs.numpy().transpose(0, 2, 3, 1)

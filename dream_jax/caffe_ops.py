@@ -1,0 +1,185 @@
+"""The Caffe operations GoogLeNet needs, with Caffe's exact semantics.
+
+    conv:           NHWC/HWIO convolution (zero padding)
+    max_pool_ceil:  max-pooling whose output size rounds *up* (`pool_size`)
+    local_response_norm: cross-channel LRN
+
+Two gradient paths, the same numbers (tested): "native" is jax's own
+autodiff; "custom" writes the input gradients of the convolution and of the
+max-pool out by hand in forms XLA:CPU runs fast (see BUILD_NOTES,
+"Backend-aware kernels"). `resolve_kernels("auto")` picks per backend, and
+$DREAM_JAX_KERNELS overrides "auto".
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+KERNELS = ("auto", "custom", "native")
+# Measured faster with "custom": XLA:CPU. Elsewhere jax's own gradients until
+# a measurement says otherwise.
+_CUSTOM_BACKENDS = ("cpu",)
+
+
+def resolve_kernels(kernels: str = "auto", backend: str | None = None) -> str:
+    """"custom" or "native": `kernels` itself, or for "auto" $DREAM_JAX_KERNELS
+    when set, else the backend's measured choice."""
+    if kernels == "auto":
+        kernels = os.environ.get("DREAM_JAX_KERNELS", "auto") or "auto"
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
+    if kernels == "auto":
+        kernels = "custom" if (backend or jax.default_backend()) in _CUSTOM_BACKENDS else "native"
+    return kernels
+
+
+def pool_size(n, window: int, stride: int, pad: int = 0):
+    """Caffe's pooled size: ceil((n + 2 pad - window) / stride) + 1, less one when
+    the last window would start inside the padding. Works on ints and traced ints."""
+    out = -((window - n - 2 * pad) // stride) + 1
+    if pad:
+        out = out - ((out - 1) * stride >= n + pad)
+    return out
+
+
+# --- convolution ---
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x, kernel, strides, padding):
+    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_custom(x, kernel, strides, padding):
+    return _conv(x, kernel, strides, padding)
+
+
+def _conv_custom_fwd(x, kernel, strides, padding):
+    return _conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_custom_bwd(strides, padding, residuals, g):
+    """The input gradient as a convolution with the kernel flipped and swapped to
+    HWIO (jax's transpose rule gives HWOI, which XLA:CPU's fast convolution
+    library only takes outside loops)."""
+    x, kernel = residuals
+    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+    pads = []
+    for axis, stride, (low, high) in zip((1, 2), strides, padding):
+        size = kernel.shape[axis - 1]
+        leftover = (x.shape[axis] + low + high - size) % stride  # rows the forward never read
+        pads.append((size - 1 - low, size - 1 - high + leftover))
+    dx = lax.conv_general_dilated(g, flipped, (1, 1), pads, lhs_dilation=strides,
+                                  dimension_numbers=_NHWC)
+    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, strides, padding), kernel)
+    return dx, kernel_vjp(g)[0]  # the kernel gradient is dead code in a dream
+
+
+_conv_custom.defvjp(_conv_custom_fwd, _conv_custom_bwd)
+
+
+def conv(x, kernel, strides: tuple[int, int], padding: tuple[tuple[int, int], ...],
+         kernels: str = "native"):
+    """NHWC x HWIO convolution; `kernels` picks the gradient path."""
+    fn = _conv_custom if kernels == "custom" else _conv
+    return fn(x, kernel, tuple(strides), tuple(tuple(p) for p in padding))
+
+
+def flax_conv(kernels: str):
+    """`conv` behind the signature nn.Conv calls (plain convolutions only)."""
+    def conv_general_dilated(x, kernel, strides, padding, lhs_dilation=None, rhs_dilation=None,
+                             dimension_numbers=None, feature_group_count=1, precision=None):
+        assert feature_group_count == 1 and not any(
+            d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+        return conv(x, kernel, strides, padding, kernels)
+    return conv_general_dilated
+
+
+# --- max-pooling ---
+
+def _ceil_pads(n: int, window: int, stride: int, pad: int) -> tuple[int, int]:
+    """(low, high) -inf padding that makes a VALID pool produce `pool_size` outputs."""
+    out = pool_size(n, window, stride, pad)
+    return pad, (out - 1) * stride + window - n - pad
+
+
+def _window_taps(x, axis: int, window: int, stride: int, pads: tuple[int, int]):
+    """The `window` strided views of x (padded with -inf) along one axis."""
+    out = (x.shape[axis] + pads[0] + pads[1] - window) // stride + 1
+    padded = jnp.pad(x, [pads if a == axis else (0, 0) for a in range(x.ndim)],
+                     constant_values=-jnp.inf)
+    index = [slice(None)] * x.ndim
+    taps = []
+    for offset in range(window):
+        index[axis] = slice(offset, offset + (out - 1) * stride + 1, stride)
+        taps.append(padded[tuple(index)])
+    return taps
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _max_pool_axis(x, axis, window, stride, pads):
+    return functools.reduce(jnp.maximum, _window_taps(x, axis, window, stride, pads))
+
+
+def _max_pool_axis_fwd(x, axis, window, stride, pads):
+    result = _max_pool_axis(x, axis, window, stride, pads)
+    return result, (x, result)
+
+
+def _max_pool_axis_bwd(axis, window, stride, pads, residuals, g):
+    """Each output's gradient goes to the first input that attains its max (Caffe's
+    rule), placed back with an interior-padded `lax.pad`: elementwise work XLA
+    fuses, instead of select-and-scatter."""
+    x, result = residuals
+    out = result.shape[axis]
+    taken = jnp.zeros(result.shape, bool)
+    grad = jnp.zeros_like(x)
+    for offset, tap in enumerate(_window_taps(x, axis, window, stride, pads)):
+        hit = (tap == result) & ~taken
+        taken = taken | hit
+        low = offset - pads[0]
+        config = [(0, 0, 0)] * x.ndim
+        config[axis] = (low, x.shape[axis] - low - (out - 1) * stride - 1, stride - 1)
+        grad = grad + lax.pad(jnp.where(hit, g, 0.0), jnp.zeros((), g.dtype), config)
+    return (grad,)
+
+
+_max_pool_axis.defvjp(_max_pool_axis_fwd, _max_pool_axis_bwd)
+
+
+def max_pool_ceil(x: jax.Array, window: int, stride: int, pad: int = 0,
+                  kernels: str = "native") -> jax.Array:
+    """Caffe max-pooling on NHWC (output size `pool_size`; the right/bottom edge
+    gets extra -inf padding). "custom": separable taps with a hand-written
+    gradient; "native": `lax.reduce_window` and jax's gradient."""
+    h_pads = _ceil_pads(x.shape[1], window, stride, pad)
+    w_pads = _ceil_pads(x.shape[2], window, stride, pad)
+    if kernels == "custom":
+        x = _max_pool_axis(x, 2, window, stride, w_pads)
+        return _max_pool_axis(x, 1, window, stride, h_pads)
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1),
+                             (1, stride, stride, 1), ((0, 0), h_pads, w_pads, (0, 0)))
+
+
+# --- LRN ---
+
+def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,
+                        beta: float = 0.75, k: float = 1.0) -> jax.Array:
+    """Caffe's cross-channel LRN: x / (k + alpha/size * sum_window x^2) ** beta.
+
+    The channel-window sum is `size` shifted slices of the zero-padded squares,
+    added: elementwise work that XLA fuses into one loop."""
+    channels, half = x.shape[-1], size // 2
+    squares = jnp.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(half, half)])
+    window_sum = sum(squares[..., i:i + channels] for i in range(size))
+    scale = k + (alpha / size) * window_sum
+    if math.isclose(beta, 0.75):
+        return x * lax.rsqrt(scale) * lax.rsqrt(lax.sqrt(scale))  # scale ** -0.75
+    return x * scale ** -beta

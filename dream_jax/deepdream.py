@@ -1,0 +1,199 @@
+"""DeepDream: the original notebook's algorithm, jitted and vmapped.
+
+    make_step:  roll the image by a random jitter, take the objective's
+                gradient, roll it back, take the normalised ascent step (an
+                optax transformation), clip to valid pixels.
+    deepdream:  an `octave_n`-level pyramid, each level 1/`octave_scale` of the
+                one below; dream from the smallest up, carrying the *detail*
+                (dreamed minus original) to the next level.
+
+One octave of a batch is one compiled call (`dream_octave`: a loop over steps
+of a vmapped `make_step`), so the hot path has no Python loop and no host
+round-trip. Each image carries its own PRNG key and objective weights: N images
+x M objectives dream in one call, and a batch gives the pixels of the same
+images dreamed one by one. Images are in model space (`preprocess`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax import lax
+
+from dream_jax import caffe_ops, compile_cache, googlenet, gradients, objectives, preprocess
+from dream_jax.config import DreamConfig
+from dream_jax.errors import UserError
+
+_EPS = 1e-8
+_LOW, _HIGH = -preprocess.DREAM_MEAN_BGR, 255.0 - preprocess.DREAM_MEAN_BGR
+
+
+def normalized_ascent(step_size: float, normalize: str = "mean_abs"
+                      ) -> optax.GradientTransformation:
+    """DeepDream's update, step_size * g / mean|g| (or / std g), as an optax
+    transformation whose updates are *added* (optax.apply_updates): ascent."""
+    def update(updates, state, params=None):
+        del params
+        def scale(g):
+            size = jnp.mean(jnp.abs(g)) if normalize == "mean_abs" else jnp.std(g)
+            return g * (step_size / (size + _EPS))  # a zero gradient stays zero
+        return jax.tree.map(scale, updates), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_step(image, key, gradient, optimizer, opt_state, jitter: int):
+    """One step on one image (H, W, 3); `gradient(image)` is d objective / d image."""
+    oy, ox = jax.random.randint(key, (2,), -jitter, jitter + 1)
+    g = jnp.roll(gradient(jnp.roll(image, (oy, ox), (0, 1))), (-oy, -ox), (0, 1))
+    updates, opt_state = optimizer.update(g, opt_state, image)
+    image = jnp.nan_to_num(optax.apply_updates(image, updates))  # never let a NaN out
+    return jnp.clip(image, _LOW, _HIGH), opt_state
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """What a compiled octave is specialised to (the steps, octaves and sizes are not)."""
+    step_size: float
+    jitter: int
+    normalize: str
+    precision: str
+    kernels: str  # resolved: "custom" or "native"
+
+    @classmethod
+    def of(cls, config: DreamConfig) -> "StepConfig":
+        return cls(config.step_size, config.jitter, config.normalize, config.precision,
+                   caffe_ops.resolve_kernels(config.kernels))
+
+
+def objective_value(params, image, weights, data, terms, kernels: str):
+    """The objective for one image (H, W, 3), in float32 whatever the network's dtype."""
+    network_dtype = jax.tree.leaves(params)[0].dtype
+    acts = googlenet.apply(params, image[None].astype(network_dtype),
+                           objectives.layers_of(terms), kernels)
+    return objectives.evaluate(terms, weights, {k: v[0].astype(jnp.float32)
+                                                for k, v in acts.items()}, data)
+
+
+@functools.partial(jax.jit, static_argnames=("terms", "gradient", "config"))
+def dream_octave(params, images, weights, data, keys, steps, *, terms, gradient,
+                 config: StepConfig):
+    """`steps` steps on images (B, H, W, 3) with weights (B, T) and keys (B, 2).
+    `steps` is data: any step count shares one compilation."""
+    params = jax.tree.map(lambda p: p.astype(config.precision), params)
+    optimizer = normalized_ascent(config.step_size, config.normalize)
+
+    def step(image, weights, key, opt_state):
+        value = functools.partial(objective_value, params, weights=weights, data=data,
+                                  terms=terms, kernels=config.kernels)
+        return make_step(image, key, functools.partial(gradient, value), optimizer, opt_state,
+                         config.jitter)
+
+    def body(i, carry):
+        step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, i)
+        return jax.vmap(step)(carry[0], weights, step_keys, carry[1])
+
+    images, _ = lax.fori_loop(0, steps, body, (images, jax.vmap(optimizer.init)(images)))
+    return images
+
+
+# --- the octave pyramid ---
+
+def octave_shapes(height: int, width: int, octave_n: int, octave_scale: float
+                  ) -> list[tuple[int, int]]:
+    """Pyramid sizes, full size first; each level is the one before zoomed by
+    1/octave_scale and rounded, as scipy.ndimage.zoom sizes it."""
+    shapes = [(height, width)]
+    for _ in range(octave_n - 1):
+        h, w = shapes[-1]
+        shapes.append((max(1, round(h * (1.0 / octave_scale))),
+                       max(1, round(w * (1.0 / octave_scale)))))
+    return shapes
+
+
+def _linear_axis(x, size: int, axis: int):
+    """Linear resampling along one axis with the end samples aligned (the
+    notebook's scipy.ndimage.zoom(order=1)): no antialiasing when shrinking."""
+    n = x.shape[axis]
+    if n == size:
+        return x
+    position = np.arange(size) * ((n - 1) / (size - 1)) if size > 1 else np.zeros(1)
+    low = np.minimum(np.floor(position).astype(np.int32), max(n - 2, 0))
+    frac = (position - low).astype(np.float32)
+    high = np.minimum(low + 1, n - 1)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    frac = frac.reshape(shape)
+    return jnp.take(x, low, axis) * (1 - frac) + jnp.take(x, high, axis) * frac
+
+
+@functools.partial(jax.jit, static_argnames=("shape",))
+def zoom(images, shape: tuple[int, int]):
+    """(B, H, W, C) -> (B, *shape, C), as the notebook's pyramid resizes."""
+    return _linear_axis(_linear_axis(images, shape[0], 1), shape[1], 2)
+
+
+def fits_network(height: int, width: int, layers) -> bool:
+    """Whether an image of this size reaches the deepest of `layers`."""
+    return not layers or googlenet.map_size(layers[-1], min(height, width)) >= 1
+
+
+def gradient_for(shape: tuple[int, int], batch: int, terms, config: DreamConfig):
+    """Whole or tiled gradient for one octave (see `gradients.plan`)."""
+    layer = objectives.layers_of(terms)[-1]
+    itemsize = jnp.dtype(config.precision).itemsize
+    gradient = gradients.plan(*shape, batch, layer, config.tile_size,
+                              config.memory_budget << 20, itemsize)
+    if isinstance(gradient, gradients.Tiles):
+        whole_only = [str(t) for t in terms if not getattr(t, "separable", True)]
+        if whole_only:
+            raise UserError(f"{', '.join(whole_only)} needs the whole image's gradient, but a "
+                            f"{shape[1]}x{shape[0]} image is tiled (raise --memory_budget, "
+                            f"drop --tile_size or use a smaller image)")
+    return gradient
+
+
+def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(),
+              keys=None, data=None, on_octave=None):
+    """The octave loop. images: (B, H, W, 3) model space; objective_list: one
+    Objective per image; keys: (B, 2). Returns the dreamed batch in model space.
+    `on_octave(octave, steps)` is called after each octave (a host sync)."""
+    batch, height, width = images.shape[:3]
+    terms = objectives.union_terms(objective_list)
+    weights = jnp.asarray(objectives.weight_matrix(objective_list, terms))
+    layers = objectives.layers_of(terms)
+    keys = jnp.stack([jax.random.PRNGKey(0)] * batch) if keys is None else keys
+    data = data or {}
+    if not fits_network(height, width, layers):
+        raise UserError(f"image {width}x{height} is too small for {layers[-1]}")
+    shapes = octave_shapes(height, width, config.octave_n, config.octave_scale)[::-1]
+    steps = jnp.int32(config.iter_n)
+    compiling = iter(compile_cache.compile_ahead(dream_octave, [
+        (dict(terms=terms, config=StepConfig.of(config),
+              gradient=gradient_for(shape, batch, terms, config)),
+         (params, jax.ShapeDtypeStruct((batch, *shape, 3), jnp.float32), weights, data, keys,
+          steps))
+        for shape in shapes if fits_network(*shape, layers)]))
+    octaves = [jnp.asarray(images, jnp.float32)]
+    del images  # large images: every image-sized copy counts
+    for shape in shapes[-2::-1]:
+        octaves.append(zoom(octaves[-1], shape))
+    detail = None  # dreamed minus base, carried up the pyramid
+    for octave, shape in enumerate(shapes):
+        base = octaves.pop()  # smallest first; dropped once its octave has run
+        image = base if detail is None else base + zoom(detail, shape)
+        if fits_network(*shape, layers):
+            octave_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, octave)
+            image = next(compiling).result()(params, image, weights, data, octave_keys, steps)
+        else:
+            logging.warning("skipping octave %d: %dx%d is too small for %s", octave,
+                            shape[1], shape[0], layers[-1])
+        if on_octave:
+            jax.block_until_ready(image)  # so progress reports finished work
+            on_octave(octave, config.iter_n)
+        detail = image - base if octaves else None
+    return image  # the last octave's image itself, as the notebook returns it
