@@ -1,0 +1,94 @@
+"""Caffe's operations: ceil-mode pooling, LRN, and both gradient paths agreeing."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from dream_jax import caffe_ops
+
+KERNEL_PATHS = ["custom", "native"]
+
+
+@pytest.mark.parametrize("size,window,stride,pad", [(112, 3, 2, 0), (57, 3, 2, 0), (28, 3, 1, 1),
+                                                    (13, 3, 2, 0), (9, 3, 1, 1)])
+@pytest.mark.parametrize("kernels", KERNEL_PATHS)
+def test_max_pool_rounds_up_like_caffe(size, window, stride, pad, kernels):
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, size, size + 3, 2)), jnp.float32)
+    out = np.asarray(caffe_ops.max_pool_ceil(x, window, stride, pad, kernels))
+    expected = math.ceil((size + 2 * pad - window) / stride) + 1
+    assert caffe_ops.pool_size(size, window, stride, pad) == expected
+    assert out.shape[1] == expected
+    # Every output is the max over its (clamped) window, as in Caffe's loop.
+    xn = np.asarray(x)
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            h0, w0 = i * stride - pad, j * stride - pad
+            window_vals = xn[0, max(h0, 0):min(h0 + window, size), max(w0, 0):min(w0 + window, size + 3)]
+            np.testing.assert_allclose(out[0, i, j], window_vals.max(axis=(0, 1)))
+
+
+def test_lrn_matches_caffe_formula():
+    x = np.random.default_rng(1).normal(scale=30, size=(1, 3, 4, 11)).astype(np.float32)
+    out = np.asarray(caffe_ops.local_response_norm(jnp.asarray(x)))
+    expected = np.empty_like(x)
+    for c in range(11):
+        lo, hi = max(0, c - 2), min(11, c + 3)
+        scale = 1.0 + 1e-4 / 5 * (x[..., lo:hi] ** 2).sum(-1)
+        expected[..., c] = x[..., c] / scale ** 0.75
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size,stride,pad", [(57, 2, 0), (28, 1, 1), (112, 2, 0)])
+def test_max_pool_gradient_paths_agree_and_go_to_one_max(size, stride, pad):
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(1, size, size + 5, 3)), jnp.float32)
+
+    def reference(x):  # jax's own gradient of XLA's max-pool
+        return caffe_ops.max_pool_ceil(x, 3, stride, pad, "native")
+
+    out, vjp = jax.vjp(lambda x: caffe_ops.max_pool_ceil(x, 3, stride, pad, "custom"), x)
+    cotangent = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
+    np.testing.assert_allclose(vjp(cotangent)[0], jax.vjp(reference, x)[1](cotangent)[0],
+                               atol=1e-5)
+    # Ties (a constant image): every output's gradient lands on exactly one input.
+    flat = jnp.zeros((1, size, size, 2))
+    for kernels in KERNEL_PATHS:
+        grad = jax.grad(lambda x: caffe_ops.max_pool_ceil(x, 3, stride, pad, kernels).sum())(flat)
+        assert float(grad.sum()) == caffe_ops.max_pool_ceil(flat, 3, stride, pad).size
+
+
+@pytest.mark.parametrize("size,kernel,stride,pad", [
+    (224, 7, 2, 3), (223, 7, 2, 3), (57, 3, 1, 1), (28, 5, 1, 2), (30, 1, 1, 0)])
+def test_conv_gradients_match_xla(size, kernel, stride, pad):
+    """The custom path's hand-written input gradient (and the kernel gradient) equal jax's."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, size, size + 3, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 5)), jnp.float32)
+    padding = ((pad, pad), (pad, pad))
+
+    def reference(x, w):
+        return lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    ours, vjp = jax.vjp(lambda x, w: caffe_ops.conv(x, w, (stride, stride), padding, "custom"), x, w)
+    theirs, reference_vjp = jax.vjp(reference, x, w)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+    cotangent = jnp.asarray(rng.normal(size=ours.shape), jnp.float32)
+    for got, want in zip(vjp(cotangent), reference_vjp(cotangent)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_auto_kernels_follow_the_backend_and_the_environment(monkeypatch):
+    monkeypatch.delenv("DREAM_JAX_KERNELS", raising=False)
+    assert caffe_ops.resolve_kernels("auto", "cpu") == "custom"
+    assert caffe_ops.resolve_kernels("auto", "gpu") == "native"
+    assert caffe_ops.resolve_kernels("native", "cpu") == "native"
+    monkeypatch.setenv("DREAM_JAX_KERNELS", "native")
+    assert caffe_ops.resolve_kernels("auto", "cpu") == "native"
+    assert caffe_ops.resolve_kernels("custom", "gpu") == "custom"
+    monkeypatch.setenv("DREAM_JAX_KERNELS", "bogus")
+    with pytest.raises(ValueError, match="kernels"):
+        caffe_ops.resolve_kernels("auto")
