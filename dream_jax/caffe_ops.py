@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from dream_jax.errors import UserError
+
 KERNELS = ("auto", "custom", "native")
 # Measured faster with "custom": XLA:CPU. Elsewhere jax's own gradients until
 # a measurement says otherwise.
@@ -32,7 +34,7 @@ def resolve_kernels(kernels: str = "auto", backend: str | None = None) -> str:
     if kernels == "auto":
         kernels = os.environ.get("DREAM_JAX_KERNELS", "auto") or "auto"
     if kernels not in KERNELS:
-        raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
+        raise UserError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
     if kernels == "auto":
         kernels = "custom" if (backend or jax.default_backend()) in _CUSTOM_BACKENDS else "native"
     return kernels

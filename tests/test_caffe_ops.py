@@ -8,6 +8,7 @@ import pytest
 from jax import lax
 
 from dream_jax import caffe_ops
+from dream_jax.errors import UserError
 
 KERNEL_PATHS = ["custom", "native"]
 
@@ -90,5 +91,5 @@ def test_auto_kernels_follow_the_backend_and_the_environment(monkeypatch):
     assert caffe_ops.resolve_kernels("auto", "cpu") == "native"
     assert caffe_ops.resolve_kernels("custom", "gpu") == "custom"
     monkeypatch.setenv("DREAM_JAX_KERNELS", "bogus")
-    with pytest.raises(ValueError, match="kernels"):
+    with pytest.raises(UserError, match="kernels"):
         caffe_ops.resolve_kernels("auto")
