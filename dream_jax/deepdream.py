@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -162,11 +163,15 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     """The octave loop. images: (B, H, W, 3) model space; objective_list: one
     Objective per image; keys: (B, 2). Returns the dreamed batch in model space.
     `on_octave(octave, steps)` is called after each octave (a host sync)."""
+    chex.assert_rank(images, 4)
+    chex.assert_axis_dimension(images, 3, 3)
     batch, height, width = images.shape[:3]
     terms = objectives.union_terms(objective_list)
     weights = jnp.asarray(objectives.weight_matrix(objective_list, terms))
     layers = objectives.layers_of(terms)
     keys = jnp.stack([jax.random.PRNGKey(0)] * batch) if keys is None else keys
+    chex.assert_shape(keys, (batch, 2))
+    chex.assert_shape(weights, (batch, len(terms)))
     data = data or {}
     if not fits_network(height, width, layers):
         raise UserError(f"image {width}x{height} is too small for {layers[-1]}")

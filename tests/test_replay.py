@@ -1,0 +1,91 @@
+"""Outputs carry file names and checksums, never paths; replay finds and checks the files."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dream_jax import image_io, render
+from dream_jax.config import DreamConfig
+from dream_jax.errors import UserError
+
+CONFIG = DreamConfig(octave_n=1, iter_n=1)
+OBJECTIVE = "inception_3a/output"
+
+
+def _photo(path, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def dreamed(params, weights_dir, tmp_path):
+    """A dream of photos/in.png into photos/out.png, with a guide beside it."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo, guide = _photo(folder / "in.png"), _photo(folder / "guide.png", seed=1)
+    request = render.DreamRequest(input=str(photo), objective=f"{OBJECTIVE}+guide({OBJECTIVE})",
+                                  config=CONFIG, guide=str(guide))
+    render.render(request, folder / "out.png", params=params, weights_dir=weights_dir,
+                  progress=False)
+    return folder / "out.png"
+
+
+def _replay(params, weights_dir, png, output, **paths):
+    request, record = render.request_from_png(png, **paths)
+    render.render(request, output, params=params, weights_dir=weights_dir, progress=False,
+                  replay_record=record)
+    return output.read_bytes()
+
+
+def test_metadata_holds_names_and_checksums_not_paths(dreamed, tmp_path):
+    text = image_io.read_png_metadata(dreamed)[render.METADATA_KEY]
+    assert str(tmp_path) not in text and "/" not in json.loads(text)["request"]["input"]
+    record = json.loads(text)
+    assert record["request"]["input"] == "in.png" and record["request"]["guide"] == "guide.png"
+    assert len(record["input_sha256"]) == 64 and len(record["guide_sha256"]) == 64
+
+
+def test_replay_finds_the_files_beside_the_png(params, weights_dir, dreamed, tmp_path):
+    again = _replay(params, weights_dir, dreamed, tmp_path / "again.png")
+    assert again == dreamed.read_bytes()
+
+
+def test_replay_finds_the_files_in_the_working_directory(params, weights_dir, dreamed, tmp_path,
+                                                         monkeypatch):
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.move(dreamed, moved / "out.png")
+    monkeypatch.chdir(dreamed.parent)
+    assert _replay(params, weights_dir, moved / "out.png", tmp_path / "r.png") \
+        == (moved / "out.png").read_bytes()
+
+
+def test_replay_takes_a_renamed_input_after_checking_its_sha256(params, weights_dir, dreamed,
+                                                                tmp_path):
+    renamed = shutil.copy(dreamed.parent / "in.png", tmp_path / "renamed.png")
+    (dreamed.parent / "in.png").unlink()
+    again = _replay(params, weights_dir, dreamed, tmp_path / "r.png", input_path=str(renamed))
+    assert again == dreamed.read_bytes()
+    with pytest.raises(UserError, match="not the file the dream was made from"):
+        render.request_from_png(dreamed, input_path=str(_photo(tmp_path / "other.png", 5)))
+
+
+def test_replay_without_the_input_says_how_to_give_it(dreamed, tmp_path, monkeypatch):
+    (dreamed.parent / "in.png").unlink()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="--input=FILE") as error:
+        render.request_from_png(dreamed)
+    assert "\n" not in str(error.value)
+
+
+def test_noise_dreams_replay_without_files(params, weights_dir, tmp_path):
+    request = render.DreamRequest(objective=OBJECTIVE, config=CONFIG, noise_size=48)
+    render.render(request, tmp_path / "noise.png", params=params, weights_dir=weights_dir,
+                  progress=False)
+    assert _replay(params, weights_dir, tmp_path / "noise.png", tmp_path / "r.png") \
+        == (tmp_path / "noise.png").read_bytes()
+    with pytest.raises(UserError, match="had no input"):
+        render.request_from_png(tmp_path / "noise.png", input_path=str(tmp_path / "noise.png"))
