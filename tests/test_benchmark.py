@@ -5,7 +5,7 @@ import math
 import pytest
 
 from dream_jax import googlenet
-from tests.conftest import assert_one_line_error, run_script
+from tests.conftest import assert_one_line_error, run_main, run_script
 
 pytest.importorskip("torch")
 
@@ -60,7 +60,7 @@ def test_tiny_benchmark_writes_a_complete_record(weights_dir, tmp_path):
 
 
 def test_unknown_impl_is_a_one_line_error(tmp_path):
-    proc = run_script("benchmark", "--impl=jax,tensorflow", f"--out={tmp_path / 'r'}", timeout=60)
+    proc = run_main("benchmark", "--impl=jax,tensorflow", f"--out={tmp_path / 'r'}")
     assert_one_line_error(proc, "tensorflow")
 
 
