@@ -26,6 +26,7 @@ POSITIVE = ("compile_s", "median_s", "min_s", "max_s", "per_step_s", "images_per
             "megapixels_per_s", "peak_rss_bytes", "flops", "flops_per_s")
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_writes_a_complete_record(weights_dir, tmp_path):
     out = tmp_path / "bench" / "results"
     proc = run_script("benchmark", "--sizes=64", "--batch=1", "--steps=2", "--repeats=2",
@@ -64,6 +65,7 @@ def test_unknown_impl_is_a_one_line_error(tmp_path):
     assert_one_line_error(proc, "tensorflow")
 
 
+@pytest.mark.slow
 def test_cache_and_precision_flags_reach_the_record_and_the_disk(weights_dir, tmp_path):
     """--cache keeps jax's compiled and exported steps in the folder (so a second
     run measures a warm process); --precision sets the cases' compute dtype."""

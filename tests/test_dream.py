@@ -36,6 +36,7 @@ def test_steps_increase_the_objective(params, objective):
     assert after > before
 
 
+@pytest.mark.slow
 def test_batch_equals_single_runs(params):
     images = np.stack([_photo(s) for s in range(3)])
     o = objectives.parse(LAYER)
@@ -49,6 +50,7 @@ def test_batch_equals_single_runs(params):
         np.testing.assert_allclose(batched[i], single[0], atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_images_times_objectives_in_one_call_match_singles(params):
     images = np.stack([_photo(0), _photo(1)])
     objective_list = [LAYER, f"channel({LAYER},9)"]
@@ -73,6 +75,7 @@ def test_octave_shapes_follow_octave_scale():
     assert dream.octave_shapes(100, 100, 3, 2.0) == [(100, 100), (50, 50), (25, 25)]
 
 
+@pytest.mark.slow
 def test_octaves_too_small_are_skipped_not_fatal(params):
     """class() needs pool5 (7x7 at inception_5b): 256 px fits, 256/1.4 = 183 px does not."""
     out = dream.dream(_photo(size=(256, 256)), "class(1)", params,
@@ -89,12 +92,14 @@ def _gradients(params, image, tile):
     return np.asarray(whole), np.asarray(dream.tiled_gradient(*args, tile)), args
 
 
+@pytest.mark.slow
 def test_tiled_gradient_equals_whole_image_when_it_fits_one_tile(params):
     image = preprocess.to_model(_photo(size=(128, 128)))
     whole, tiled, _ = _gradients(params, image, 128)
     np.testing.assert_allclose(tiled, whole, atol=1e-6 * np.abs(whole).max())
 
 
+@pytest.mark.slow
 def test_tiled_gradient_matches_away_from_seams(params):
     """With several tiles, the gradient equals the whole-image gradient of the same
     (randomly rolled) image wherever the tile borders are out of reach."""
@@ -122,6 +127,7 @@ def test_flat_black_image_never_produces_nan(params):
         assert out.dtype == np.uint8 and np.isfinite(out).all()
 
 
+@pytest.mark.slow
 def test_guide_objective_pulls_towards_the_guide(params):
     image, guide = _photo(0), _photo(7, size=(80, 80))
     o = objectives.parse(f"guide({LAYER})")
@@ -153,6 +159,7 @@ def test_map_extent_matches_the_network(size):
             assert googlenet.map_extent(layer, size + 1) == shape[1], layer
 
 
+@pytest.mark.slow
 def test_sizes_within_a_bucket_share_one_compilation(params):
     config = dataclasses.replace(FAST, bucket=64)
     dream.dream(_photo(size=(100, 90)), LAYER, params, config=config)
@@ -181,6 +188,7 @@ def test_bucket_padding_never_changes_and_never_leaks(params):
     assert np.abs(out[0, :100, :90] - image).mean() > 1.0
 
 
+@pytest.mark.slow
 def test_an_octave_is_one_compiled_call_whatever_its_steps(params):
     """All of an octave's steps run inside one executable (a loop), compiled once
     for any step count, octave count or bucket, and more steps keep ascending."""
@@ -195,6 +203,7 @@ def test_an_octave_is_one_compiled_call_whatever_its_steps(params):
     assert before < _value(params, outs[0], LAYER) < _value(params, outs[1], LAYER)
 
 
+@pytest.mark.slow
 def test_bfloat16_stays_within_the_stated_tolerance_of_float32(params):
     """BUILD_NOTES' tolerance for --precision=bfloat16: each step's gradient has
     cosine >= 0.95 to float32's, and a 3-step dream's change correlates >= 0.75

@@ -22,6 +22,7 @@ def _save(path, size=(72, 96), seed=0):
     return path
 
 
+@pytest.mark.slow
 def test_default_input_dream_has_metadata_and_replays_bit_exactly(weights_dir, tmp_path):
     out = tmp_path / "noise.png"
     proc = run_script("dream", f"--weights={weights_dir}", f"--output={out}", "--noise_size=96",
@@ -40,6 +41,7 @@ def test_default_input_dream_has_metadata_and_replays_bit_exactly(weights_dir, t
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_replay_refuses_a_changed_input(weights_dir, tmp_path):
     photo = _save(tmp_path / "in.png")
     out = tmp_path / "out.png"
@@ -50,6 +52,7 @@ def test_replay_refuses_a_changed_input(weights_dir, tmp_path):
     assert not (tmp_path / "r.png").exists()
 
 
+@pytest.mark.slow
 def test_alpha_is_kept(weights_dir, tmp_path):
     rgba = np.random.default_rng(0).integers(0, 256, (64, 64, 4), dtype=np.uint8)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
@@ -90,6 +93,7 @@ def test_tiny_image_is_refused(weights_dir, tmp_path):
     assert_one_line_error(proc, "tiny.png", "too small")
 
 
+@pytest.mark.slow
 def test_batch_dream_groups_resumes_and_reports(weights_dir, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -117,6 +121,7 @@ def test_batch_dream_groups_resumes_and_reports(weights_dir, tmp_path):
     assert alone.read_bytes() == first
 
 
+@pytest.mark.slow
 def test_zoom_writes_frames_and_gif(weights_dir, tmp_path):
     proc = run_main("zoom", f"--weights={weights_dir}", f"--output_dir={tmp_path}",
                       "--frames=2", "--noise_size=64", "--gif", *FAST)

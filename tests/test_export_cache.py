@@ -9,6 +9,8 @@ from absl import logging
 from dream_jax import dream, export_cache
 from tests.test_dream import FAST, LAYER, _photo
 
+pytestmark = pytest.mark.slow  # every test dreams and reads or writes the cache
+
 CONFIG = dataclasses.replace(FAST, iter_n=3)
 
 

@@ -289,6 +289,7 @@ def _odd_images(folder: Path) -> dict[str, str]:
             "exif_rotated.jpg": "RGB", "animated.gif": "RGB"}
 
 
+@pytest.mark.slow
 def test_odd_but_valid_images_dream(weights_dir, tmp_path):
     inputs = tmp_path / "in"
     expected = _odd_images(inputs)
@@ -312,6 +313,7 @@ def test_odd_but_valid_images_dream(weights_dir, tmp_path):
     _assert_valid_png(single, (80, 64), "RGB")
 
 
+@pytest.mark.slow
 def test_very_wide_image_dreams_at_the_minimum_side(weights_dir, tmp_path):
     wide = tmp_path / "wide.png"
     _save(wide, size=(render.MIN_SIDE, 4000))
@@ -524,6 +526,7 @@ def test_zero_gradient_on_a_flat_image_never_writes_nan(weights_dir, params, tmp
     assert (_assert_valid_png(out, (64, 64), "RGB") == 128).all()
 
 
+@pytest.mark.slow
 def test_black_image_with_a_huge_step_stays_finite_and_valid(weights_dir, tmp_path):
     Image.new("RGB", (64, 64), "black").save(tmp_path / "black.png")
     out = tmp_path / "o.png"
@@ -568,6 +571,7 @@ def _wait_for_new_output(proc, out: Path, known: int, timeout: float = 120) -> b
     return False
 
 
+@pytest.mark.slow
 def test_batch_killed_repeatedly_then_resumed_loses_and_repeats_nothing(weights_dir, tmp_path):
     names = _inputs(tmp_path / "in")
     out = tmp_path / "out"
@@ -609,6 +613,7 @@ def test_batch_killed_repeatedly_then_resumed_loses_and_repeats_nothing(weights_
     assert summary["done"] == remaining and not summary["interrupted"]
 
 
+@pytest.mark.slow
 def test_batch_sigint_stops_cleanly_with_a_summary(weights_dir, tmp_path):
     names = _inputs(tmp_path / "in")
     out = tmp_path / "out"
@@ -652,6 +657,7 @@ def _with_full_disk(out: Path, writes_left: int, script: str, *args: str):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_disk_full_stops_the_batch_without_corrupting_written_outputs(weights_dir, tmp_path):
     names = _inputs(tmp_path / "in", 6)
     out = tmp_path / "out"
@@ -679,6 +685,7 @@ def test_disk_full_stops_the_batch_without_corrupting_written_outputs(weights_di
 
 # --- 6. determinism --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_same_inputs_flags_and_seed_give_identical_bytes(weights_dir, tmp_path):
     photo = _save(tmp_path / "photo.png", size=(64, 80), seed=3)
     outputs = []
