@@ -1,5 +1,6 @@
 # make dream: environment + weights + a dream from the built-in default input.
 # make test:  the test suite (CI runs exactly this).
+# make test-quick: the suite without the tests marked slow, for the inner loop.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ OFFICIAL_LABELS := https://chaosmail.github.io/caffejs/data/ilsvrc12/synset_word
 # The shared per-layer files when present (this workplace, CI), else the official download.
 WEIGHTS_ARGS := $(if $(wildcard $(SHARED_WEIGHTS)/weights),--source=$(SHARED_WEIGHTS),--source=$(OFFICIAL_CAFFEMODEL) --labels=$(OFFICIAL_LABELS))
 
-.PHONY: env weights dream test bench clean
+.PHONY: env weights dream test test-quick bench clean
 
 env: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -27,6 +28,9 @@ dream: env weights
 
 test: env
 	$(PY) -m pytest -q tests
+
+test-quick: env
+	$(PY) -m pytest -q -m "not slow" tests
 
 # make bench BENCH_ARGS='--sizes=224,512 --batch=1 --mode=step' picks cases.
 BENCH_ARGS ?=

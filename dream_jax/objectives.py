@@ -41,7 +41,11 @@ class ObjectiveError(UserError, ValueError):
 
 def _check_layer(layer: str) -> str:
     if layer not in googlenet.LAYERS:
-        raise ObjectiveError(f"unknown layer {layer!r}; valid layers: {', '.join(googlenet.LAYERS)}")
+        import difflib
+        close = difflib.get_close_matches(layer, googlenet.LAYERS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ObjectiveError(f"unknown layer {layer!r}; {hint}valid layers: "
+                             f"{', '.join(googlenet.LAYERS)}")
     return layer
 
 

@@ -1,17 +1,29 @@
-"""Shared fixtures: the third-party weights in ../shared (converted once per run).
+"""Shared fixtures: the third-party weights in ../shared (converted once per run),
+and two ways to run a script: `run_script` (a fresh interpreter) and `run_main`
+(this interpreter, for the many cases that end in a one-line error).
 
 Tests that need the real weights skip with a reason when ../shared is absent
 (a user's machine); CI sets DREAM_JAX_REQUIRE_WEIGHTS=1 so they fail instead.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+import runpy
 import subprocess
 import sys
+import tempfile
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from absl import app as absl_app
+from absl import flags as absl_flags
+from absl import logging as absl_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -72,12 +84,173 @@ def caffemodel(params, tmp_path_factory) -> Path:
     return path
 
 
+def _script(name: str) -> Path:
+    """scripts/<name>.py, or the file `name` when it ends in .py."""
+    return Path(name) if name.endswith(".py") else ROOT / "scripts" / f"{name}.py"
+
+
 def run_script(name: str, *args: str, env: dict | None = None, timeout: float = 600,
                cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run scripts/<name>.py in a fresh interpreter; returns the completed process."""
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args],
+    return subprocess.run([sys.executable, str(_script(name)), *args],
                           capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env={**os.environ, **(env or {})})
+
+
+# --- in-process script runs ------------------------------------------------------------
+# A script run costs a fresh interpreter ~5 s of imports, weights and cache loading
+# on a 2-core machine; most cases only check that a bad flag or file ends in one
+# `error:` line. `run_main` runs the script in this interpreter instead, as a fresh
+# process would see it: the script's flags defined anew on an unparsed FLAGS, absl's
+# one-time app and logging set-up redone, stdout and stderr captured at the file
+# descriptors (so C++ logging lands there too), the interpreter's default warning
+# filters, and everything the run changed put back afterwards.
+
+absl_app.define_help_flags()  # app.run defines --help & co. once per process: keep them
+_BASE_FLAGS = frozenset(absl_flags.FLAGS)  # absl's own (logging, app, help)
+
+# The jax options and module globals a script run may set (the compilation caches).
+_JAX_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                "jax_persistent_cache_min_entry_size_bytes")
+_MODULE_GLOBALS = {"dream_jax.compile_cache": ("_folder", "_configured", "_compiled")}
+
+
+def _drop_script_flags() -> None:
+    """Undefine the flags a script defined and unparse absl's own."""
+    for name in set(absl_flags.FLAGS) - _BASE_FLAGS:
+        if name in absl_flags.FLAGS:  # a short name goes with its flag
+            delattr(absl_flags.FLAGS, name)
+    absl_flags.FLAGS.unparse_flags()
+
+
+def _reset_jax_cache() -> None:
+    """jax decides once per process whether its persistent cache is in use."""
+    try:
+        from jax._src import compilation_cache
+    except ImportError:  # a jax without it: runs then share the first decision
+        return
+    getattr(compilation_cache, "reset_cache", lambda: None)()
+
+
+@contextlib.contextmanager
+def _fresh_process_state(argv: list[str], env: dict | None, cwd: Path | None):
+    import jax
+    saved_flags = {k: absl_flags.FLAGS.__dict__[k]
+                   for k in ("__flags_parsed", "__unparse_flags_called")}
+    saved_app = (absl_app._run_init.done, absl_app._register_and_parse_flags_with_usage.done)
+    saved_logging = (logging.root.handlers[:], logging.root.level,
+                     absl_logging.get_absl_logger().level,
+                     absl_logging.get_absl_handler().python_handler.stream)
+    saved_jax = {name: getattr(jax.config, name) for name in _JAX_OPTIONS}
+    saved_globals = {(module, name): (dict(value) if isinstance(value, dict) else value)
+                     for module, names in _MODULE_GLOBALS.items() if module in sys.modules
+                     for name in names
+                     for value in [getattr(sys.modules[module], name, None)]}
+    saved_sys = sys.argv, sys.path[:], os.getcwd(), os.environ.copy()
+    saved_faulthandler = absl_app.faulthandler
+    try:
+        _drop_script_flags()
+        absl_app._run_init.done = absl_app._register_and_parse_flags_with_usage.done = False
+        absl_app.faulthandler = None  # keep pytest's faulthandler on pytest's stderr
+        absl_logging.get_absl_handler().python_handler.stream = sys.stderr
+        _reset_jax_cache()
+        os.environ.update(env or {})
+        if cwd is not None:
+            os.chdir(cwd)
+        sys.argv = argv
+        sys.path.insert(0, str(Path(argv[0]).parent))  # as `python scripts/x.py` has it
+        with warnings.catch_warnings():
+            warnings.resetwarnings()  # the interpreter's defaults, shown on (captured) stderr
+            for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning,
+                             DeprecationWarning):
+                warnings.filterwarnings("ignore", category=category)
+            warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+            warnings.showwarning = _show_warning
+            yield
+    finally:
+        _drop_script_flags()
+        absl_flags.FLAGS.__dict__.update(saved_flags)
+        absl_app._run_init.done, absl_app._register_and_parse_flags_with_usage.done = saved_app
+        absl_app.faulthandler = saved_faulthandler
+        logging.root.handlers[:], level, absl_level, stream = saved_logging
+        logging.root.setLevel(level)
+        absl_logging.get_absl_logger().setLevel(absl_level)
+        absl_logging.get_absl_handler().python_handler.stream = stream
+        for name, value in saved_jax.items():
+            jax.config.update(name, value)
+        _reset_jax_cache()
+        for (module, name), value in saved_globals.items():
+            setattr(sys.modules[module], name, value)
+        sys.argv, sys.path[:], cwd_before, environ = saved_sys
+        os.chdir(cwd_before)
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        os.environ.update({k: v for k, v in environ.items() if os.environ.get(k) != v})
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+@contextlib.contextmanager
+def _captured_output():
+    """Point fds 1 and 2 (and sys.stdout/stderr on them) at temp files; yields a
+    function returning what was written to each."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    files = [tempfile.TemporaryFile() for _ in range(2)]
+    saved_fds = [os.dup(1), os.dup(2)]
+    saved_streams = sys.stdout, sys.stderr
+    try:
+        for fd, file in zip((1, 2), files):
+            os.dup2(file.fileno(), fd)
+        sys.stdout, sys.stderr = (
+            io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
+                             errors="backslashreplace", write_through=True) for fd in (1, 2))
+        yield lambda: [(file.seek(0), file.read().decode("utf-8", "replace"))[1]
+                       for file in files]
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = saved_streams
+        for fd, saved in zip((1, 2), saved_fds):
+            os.dup2(saved, fd)
+            os.close(saved)
+        for file in files:
+            file.close()
+
+
+def _exit_status(code) -> int:
+    """What the interpreter makes of SystemExit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def run_main(name: str, *args: str, env: dict | None = None, cwd: Path | None = None,
+             timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run scripts/<name>.py (or the file `name`, when it ends in .py) with `args` in
+    this interpreter, as `run_script` would in a fresh one: the same CompletedProcess
+    (returncode, stdout, stderr). An uncaught exception is printed as a traceback with
+    status 1, as the interpreter does. `timeout` is accepted for symmetry with
+    run_script and not enforced."""
+    path = _script(name)
+    argv = [str(path), *args]
+    with _captured_output() as read_output:
+        with _fresh_process_state(argv, env, cwd):
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+                status = 0
+            except SystemExit as e:
+                status = _exit_status(e.code)
+            except Exception:  # noqa: BLE001 -- reported as the interpreter would
+                traceback.print_exc()
+                status = 1
+        stdout, stderr = read_output()
+    return subprocess.CompletedProcess(argv, status, stdout, stderr)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from dream_jax import googlenet
-from tests.conftest import assert_one_line_error, run_script
+from tests.conftest import assert_one_line_error, run_main, run_script
 
 pytest.importorskip("torch")
 
@@ -26,6 +26,7 @@ POSITIVE = ("compile_s", "median_s", "min_s", "max_s", "per_step_s", "images_per
             "megapixels_per_s", "peak_rss_bytes", "flops", "flops_per_s")
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_writes_a_complete_record(weights_dir, tmp_path):
     out = tmp_path / "bench" / "results"
     proc = run_script("benchmark", "--sizes=64", "--batch=1", "--steps=2", "--repeats=2",
@@ -60,10 +61,11 @@ def test_tiny_benchmark_writes_a_complete_record(weights_dir, tmp_path):
 
 
 def test_unknown_impl_is_a_one_line_error(tmp_path):
-    proc = run_script("benchmark", "--impl=jax,tensorflow", f"--out={tmp_path / 'r'}", timeout=60)
+    proc = run_main("benchmark", "--impl=jax,tensorflow", f"--out={tmp_path / 'r'}")
     assert_one_line_error(proc, "tensorflow")
 
 
+@pytest.mark.slow
 def test_cache_and_precision_flags_reach_the_record_and_the_disk(weights_dir, tmp_path):
     """--cache keeps jax's compiled and exported steps in the folder (so a second
     run measures a warm process); --precision sets the cases' compute dtype."""

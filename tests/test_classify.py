@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dream_jax import classify, weights
-from tests.conftest import assert_one_line_error, run_script
+from tests.conftest import assert_one_line_error, run_main
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -47,8 +47,8 @@ def test_script_json_is_exactly_one_sorted_array(weights_dir, tmp_path):
     from PIL import Image
     path = tmp_path / "cat.png"
     Image.fromarray(skimage_data.chelsea()).save(path)
-    proc = run_script("classify", f"--input={path}", "--top_k=3", "--json",
-                      f"--weights={weights_dir}")
+    proc = run_main("classify", f"--input={path}", "--top_k=3", "--json",
+                    f"--weights={weights_dir}")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert isinstance(result, list) and len(result) == 3
@@ -66,13 +66,13 @@ def test_script_handles_any_image_mode(weights_dir, tmp_path, mode):
     image = cat.convert("L").convert("I;16") if mode == "I;16" else cat.convert(mode)
     path = tmp_path / f"cat.{'jpg' if mode == 'CMYK' else 'png'}"
     image.save(path)
-    proc = run_script("classify", f"--input={path}", "--json", f"--weights={weights_dir}")
+    proc = run_main("classify", f"--input={path}", "--json", f"--weights={weights_dir}")
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)) == 5
 
 
 def test_script_missing_input_is_one_line(weights_dir, tmp_path):
-    proc = run_script("classify", f"--input={tmp_path / 'nope.jpg'}", f"--weights={weights_dir}")
+    proc = run_main("classify", f"--input={tmp_path / 'nope.jpg'}", f"--weights={weights_dir}")
     assert_one_line_error(proc, "nope.jpg", "no such file")
-    proc = run_script("classify", f"--input={tmp_path}", f"--weights={weights_dir}")
+    proc = run_main("classify", f"--input={tmp_path}", f"--weights={weights_dir}")
     assert_one_line_error(proc, "directory")

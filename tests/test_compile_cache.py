@@ -11,6 +11,8 @@ import dream_jax
 from dream_jax import compile_cache
 from tests.test_dream import FAST, LAYER, _photo
 
+pytestmark = pytest.mark.slow
+
 CONFIG = FAST.replace(iter_n=3)
 
 

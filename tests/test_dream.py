@@ -48,6 +48,7 @@ def test_steps_increase_the_objective(params, objective):
     assert after > before
 
 
+@pytest.mark.slow
 def test_batch_equals_single_runs(params):
     images = jnp.stack([_model(_photo(s)) for s in range(3)])
     keys = jnp.stack([jax.random.PRNGKey(s) for s in (5, 6, 7)])
@@ -57,6 +58,7 @@ def test_batch_equals_single_runs(params):
         np.testing.assert_allclose(batched[i], single[0], atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_images_times_objectives_in_one_call_match_singles(params):
     images = np.stack([_photo(0), _photo(1)])
     objective_list = [LAYER, f"channel({LAYER},9)"]
@@ -93,6 +95,7 @@ def test_zoom_is_the_notebooks_linear_zoom():
                                    atol=1e-5)
 
 
+@pytest.mark.slow
 def test_octaves_too_small_are_skipped_not_fatal(params):
     """class() needs pool5 (7x7 at inception_5b): 256 px fits, 256/1.4 = 183 px does not."""
     out = dream(_photo(size=(256, 256)), "class(1)", params, config=FAST.replace(octave_n=3))
@@ -109,6 +112,7 @@ def test_flat_black_image_never_produces_nan(params):
         assert out.dtype == np.uint8 and np.isfinite(out).all()
 
 
+@pytest.mark.slow
 def test_guide_objective_pulls_towards_the_guide(params):
     image, guide = _photo(0), _photo(7, size=(80, 80))
     o = objectives.parse(f"guide({LAYER})")
@@ -147,6 +151,7 @@ def test_normalized_ascent_is_an_optax_transformation():
     assert np.all(np.asarray(zero) == 0)
 
 
+@pytest.mark.slow
 def test_an_octave_is_one_compiled_call_whatever_its_steps(params):
     """All of an octave's steps run inside one executable (a loop), compiled once
     for any step count or octave count, and more steps keep ascending."""
@@ -161,6 +166,7 @@ def test_an_octave_is_one_compiled_call_whatever_its_steps(params):
     assert before < _value(params, outs[0], LAYER) < _value(params, outs[1], LAYER)
 
 
+@pytest.mark.slow
 def test_bfloat16_stays_within_the_stated_tolerance_of_float32(params):
     """BUILD_NOTES' tolerance for --precision=bfloat16: each step's gradient has
     cosine >= 0.95 to float32's, and a 3-step dream's change correlates >= 0.75
@@ -180,6 +186,7 @@ def test_bfloat16_stays_within_the_stated_tolerance_of_float32(params):
     assert np.corrcoef(changes[0].ravel(), changes[1].ravel())[0, 1] >= 0.75
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernels", ["custom", "native"])
 def test_custom_and_native_kernels_dream_alike(params, kernels):
     """Both gradient paths of the Caffe ops give the same dream (within float noise)."""

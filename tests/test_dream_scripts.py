@@ -6,13 +6,14 @@ import pytest
 from PIL import Image
 
 from dream_jax import image_io, render
-from tests.conftest import assert_one_line_error, run_script
+from tests.conftest import assert_one_line_error, run_main, run_script
 
 FAST = ["--octaves=2", "--steps=2", "--objective=inception_3b/output"]
 
 
 def _dream(weights_dir, *args):
-    return run_script("dream", f"--weights={weights_dir}", *args)
+    """scripts/dream.py in this interpreter (see conftest.run_main)."""
+    return run_main("dream", f"--weights={weights_dir}", *args)
 
 
 def _save(path, size=(72, 96), seed=0):
@@ -21,9 +22,11 @@ def _save(path, size=(72, 96), seed=0):
     return path
 
 
+@pytest.mark.slow
 def test_default_input_dream_has_metadata_and_replays_bit_exactly(weights_dir, tmp_path):
     out = tmp_path / "noise.png"
-    proc = _dream(weights_dir, f"--output={out}", "--noise_size=96", *FAST)
+    proc = run_script("dream", f"--weights={weights_dir}", f"--output={out}", "--noise_size=96",
+                      *FAST)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out} (96x96)" in proc.stdout
     record = json.loads(image_io.read_png_metadata(out)[render.METADATA_KEY])
@@ -31,12 +34,14 @@ def test_default_input_dream_has_metadata_and_replays_bit_exactly(weights_dir, t
     assert record["request"]["objective"] == "inception_3b/output"
     assert record["weights_sha256"] and record["version"]
     again = tmp_path / "again.png"
-    proc = _dream(weights_dir, f"--replay={out}", f"--output={again}")
+    proc = run_script("dream", f"--weights={weights_dir}", f"--replay={out}",
+                      f"--output={again}")  # another process
     assert proc.returncode == 0, proc.stderr
     assert again.read_bytes() == out.read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_replay_refuses_a_changed_input(weights_dir, tmp_path):
     photo = _save(tmp_path / "in.png")
     out = tmp_path / "out.png"
@@ -47,6 +52,7 @@ def test_replay_refuses_a_changed_input(weights_dir, tmp_path):
     assert not (tmp_path / "r.png").exists()
 
 
+@pytest.mark.slow
 def test_alpha_is_kept(weights_dir, tmp_path):
     rgba = np.random.default_rng(0).integers(0, 256, (64, 64, 4), dtype=np.uint8)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
@@ -75,17 +81,19 @@ def test_alpha_is_kept(weights_dir, tmp_path):
 ])
 def test_bad_flags_fail_in_one_line_without_output(weights_dir, tmp_path, flag, fragment):
     args = [f"--output={tmp_path / 'out.png'}", "--noise_size=64", *FAST]
-    proc = run_script("dream", f"--weights={weights_dir}", *args, flag, cwd=tmp_path)
+    proc = run_main("dream", f"--weights={weights_dir}", *args, flag, cwd=tmp_path)
     assert_one_line_error(proc, fragment)
     assert not list(tmp_path.iterdir())
 
 
 def test_tiny_image_is_refused(weights_dir, tmp_path):
     _save(tmp_path / "tiny.png", size=(1, 1))
-    proc = _dream(weights_dir, f"--input={tmp_path / 'tiny.png'}", f"--output={tmp_path / 'o.png'}")
+    proc = run_main("dream", f"--weights={weights_dir}", f"--input={tmp_path / 'tiny.png'}",
+                    f"--output={tmp_path / 'o.png'}")
     assert_one_line_error(proc, "tiny.png", "too small")
 
 
+@pytest.mark.slow
 def test_batch_dream_groups_resumes_and_reports(weights_dir, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -96,14 +104,14 @@ def test_batch_dream_groups_resumes_and_reports(weights_dir, tmp_path):
     out = tmp_path / "out"
     args = [f"--weights={weights_dir}", f"--inputs={inputs}", f"--output_dir={out}",
             "--batch_size=2", *FAST]
-    proc = run_script("batch_dream", *args)
+    proc = run_main("batch_dream", *args)
     assert proc.returncode == 1, proc.stderr  # one input was broken
     assert "done 4, skipped 0 (already there), failed 1" in proc.stdout
     assert "broken.jpg" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in out.glob("*.png")) == ["other.png", "p0.png", "p1.png", "p2.png"]
     first = (out / "p1.png").read_bytes()
     (inputs / "broken.jpg").unlink()
-    proc = run_script("batch_dream", *args)
+    proc = run_main("batch_dream", *args)
     assert proc.returncode == 0, proc.stderr
     assert "done 0, skipped 4" in proc.stdout
     assert (out / "p1.png").read_bytes() == first
@@ -113,8 +121,9 @@ def test_batch_dream_groups_resumes_and_reports(weights_dir, tmp_path):
     assert alone.read_bytes() == first
 
 
+@pytest.mark.slow
 def test_zoom_writes_frames_and_gif(weights_dir, tmp_path):
-    proc = run_script("zoom", f"--weights={weights_dir}", f"--output_dir={tmp_path}",
+    proc = run_main("zoom", f"--weights={weights_dir}", f"--output_dir={tmp_path}",
                       "--frames=2", "--noise_size=64", "--gif", *FAST)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frame_0000.png", "frame_0001.png",
@@ -124,7 +133,7 @@ def test_zoom_writes_frames_and_gif(weights_dir, tmp_path):
 
 
 def test_layers_script_lists_every_tap():
-    proc = run_script("layers", "--height=300", "--width=517")
+    proc = run_main("layers", "--height=300", "--width=517")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 84

@@ -55,6 +55,27 @@ def test_bad_objectives_are_one_line_errors(text, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("text,closest", [
+    ("inception_4c/ouput", "inception_4c/output"),
+    ("channel(inception_4d/3x3_reduc, 3)", "inception_4d/3x3_reduce"),
+    ("mean(conv2/norm)", "conv2/norm2"),
+])
+def test_unknown_layer_names_the_closest_one_first(text, closest):
+    with pytest.raises(ObjectiveError) as info:
+        obj.parse(text)
+    message = str(info.value)
+    assert "\n" not in message
+    suggestion = f"; did you mean {closest!r}? valid layers: conv1/7x7_s2, "
+    assert suggestion in message, message
+    assert message.index("did you mean") < message.index("valid layers")
+
+
+def test_unknown_layer_without_a_close_name_suggests_nothing():
+    with pytest.raises(ObjectiveError, match="valid layers: conv1/7x7_s2") as info:
+        obj.parse("mixed4a")
+    assert "did you mean" not in str(info.value)
+
+
 def test_non_finite_weight_is_refused():
     with pytest.raises(ObjectiveError, match="finite"):
         float("nan") * obj.layer("inception_4c/output")

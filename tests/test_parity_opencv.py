@@ -15,6 +15,8 @@ skimage_data = pytest.importorskip("skimage.data")
 from dream_jax import googlenet, preprocess, weights  # noqa: E402
 from dream_jax.weights import convert  # noqa: E402
 
+pytestmark = pytest.mark.slow  # parity: full forward passes in two frameworks
+
 BAR = 1e-4
 TAPS = ["conv1/7x7_s2", "conv2/norm2", "inception_3b/output", "inception_4c/output",
         "inception_4d/3x3_reduce", "inception_5b/output"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -80,6 +81,7 @@ def _fake_deepdream(params, images, objective_list, config=None, keys=None, data
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(width=side_st, height=side_st, mode=st.sampled_from(MODES), steps=steps_st,
        octaves=octaves_st, octave_scale=octave_scale_st, step_size=step_size_st,
@@ -170,6 +172,7 @@ def test_damaged_files_never_escape_as_anything_but_image_error(tmp_path_factory
 FAST_SUBPROCESS = ["--objective=conv2/3x3"]  # a shallow layer: quick to compile
 
 
+@pytest.mark.slow
 @settings(max_examples=10, deadline=None, derandomize=True, phases=[Phase.explicit,
                                                                   Phase.generate],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

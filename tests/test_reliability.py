@@ -33,7 +33,7 @@ from PIL import Image
 from dream_jax import image_io, render, weights
 from dream_jax.errors import ImageError, WeightsError
 from dream_jax.weights import convert
-from tests.conftest import ROOT, assert_one_line_error, run_script
+from tests.conftest import ROOT, assert_one_line_error, run_main, run_script
 from tests.test_dream_scripts import FAST, _save
 from tests.test_weights import _Payload
 
@@ -61,7 +61,7 @@ def _assert_valid_png(path: Path, size: tuple[int, int] | None = None, mode: str
 
 def _timed(name: str, *args: str, **kwargs) -> tuple[subprocess.CompletedProcess, float]:
     start = time.perf_counter()
-    proc = run_script(name, *args, **kwargs)
+    proc = run_main(name, *args, **kwargs)
     return proc, time.perf_counter() - start
 
 
@@ -150,7 +150,7 @@ def test_dream_refuses_bad_image_in_one_line(tmp_path, kind, fragment):
                          ids=[BAD_IMAGES[i][0] for i in (2, 5, 8)])
 def test_classify_refuses_bad_image_in_one_line(tmp_path, kind, fragment):
     bad = _make_bad(kind, tmp_path)
-    proc = run_script("classify", NO_WEIGHTS, f"--input={bad}")
+    proc = run_main("classify", NO_WEIGHTS, f"--input={bad}")
     assert_one_line_error(proc, str(bad), fragment)
     assert proc.stdout == ""
 
@@ -173,15 +173,15 @@ def test_max_pixels_flag_moves_the_limit(tmp_path):
     photo = tmp_path / "photo.png"
     _photo().save(photo)  # 80x64 = 5,120 pixels
     out = tmp_path / "o.png"
-    proc = run_script("dream", NO_WEIGHTS, f"--input={photo}", f"--output={out}",
-                      "--max_pixels=5000")
+    proc = run_main("dream", NO_WEIGHTS, f"--input={photo}", f"--output={out}",
+                    "--max_pixels=5000")
     assert_one_line_error(proc, str(photo), "5,120 pixels, over the limit of 5,000",
                           "--max_pixels")
     # Raised above the image's size, the image passes and the next problem shows.
-    proc = run_script("dream", NO_WEIGHTS, f"--input={photo}", f"--output={out}",
-                      "--max_pixels=6000")
+    proc = run_main("dream", NO_WEIGHTS, f"--input={photo}", f"--output={out}",
+                    "--max_pixels=6000")
     assert_one_line_error(proc, "no converted weights")
-    proc = run_script("classify", NO_WEIGHTS, f"--input={photo}", "--max_pixels=5000")
+    proc = run_main("classify", NO_WEIGHTS, f"--input={photo}", "--max_pixels=5000")
     assert_one_line_error(proc, str(photo), "over the limit of 5,000")
     assert not out.exists()
 
@@ -289,12 +289,13 @@ def _odd_images(folder: Path) -> dict[str, str]:
             "exif_rotated.jpg": "RGB", "animated.gif": "RGB"}
 
 
+@pytest.mark.slow
 def test_odd_but_valid_images_dream(weights_dir, tmp_path):
     inputs = tmp_path / "in"
     expected = _odd_images(inputs)
     out = tmp_path / "out"
-    proc = run_script("batch_dream", f"--weights={weights_dir}", f"--inputs={inputs}",
-                      f"--output_dir={out}", "--batch_size=1", *FAST)
+    proc = run_main("batch_dream", f"--weights={weights_dir}", f"--inputs={inputs}",
+                    f"--output_dir={out}", "--batch_size=1", *FAST)
     assert proc.returncode == 0, proc.stderr
     assert f"done {len(expected)}, skipped 0 (already there), failed 0" in proc.stdout
     for name, mode in expected.items():
@@ -305,22 +306,23 @@ def test_odd_but_valid_images_dream(weights_dir, tmp_path):
     assert _hidden(out) == []
     # The same through scripts/dream.py: output has the displayed (rotated) size.
     single = tmp_path / "exif.png"
-    proc = run_script("dream", f"--weights={weights_dir}", f"--input={inputs / 'exif_rotated.jpg'}",
-                      f"--output={single}", *FAST)
+    proc = run_main("dream", f"--weights={weights_dir}", f"--input={inputs / 'exif_rotated.jpg'}",
+                    f"--output={single}", *FAST)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {single} (80x64)" in proc.stdout
     _assert_valid_png(single, (80, 64), "RGB")
 
 
+@pytest.mark.slow
 def test_very_wide_image_dreams_at_the_minimum_side(weights_dir, tmp_path):
     wide = tmp_path / "wide.png"
     _save(wide, size=(render.MIN_SIDE, 4000))
     out = tmp_path / "o.png"
     # Two octaves would shrink the 16 px side below the minimum: refused, with advice.
-    proc = run_script("dream", NO_WEIGHTS, f"--input={wide}", f"--output={out}", *FAST)
+    proc = run_main("dream", NO_WEIGHTS, f"--input={wide}", f"--output={out}", *FAST)
     assert_one_line_error(proc, str(wide), "4000x16", "use at most --octaves=1")
-    proc = run_script("dream", f"--weights={weights_dir}", f"--input={wide}", f"--output={out}",
-                      "--octaves=1", "--steps=2", "--objective=inception_3b/output")
+    proc = run_main("dream", f"--weights={weights_dir}", f"--input={wide}", f"--output={out}",
+                    "--octaves=1", "--steps=2", "--objective=inception_3b/output")
     assert proc.returncode == 0, proc.stderr
     _assert_valid_png(out, (4000, 16), "RGB")
 
@@ -373,10 +375,10 @@ def test_unwritable_output_folder_fails_before_the_dream(tmp_path):
     assert seconds < QUICK
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
-    proc = run_script("dream", NO_WEIGHTS, f"--output={not_a_folder / 'o.png'}")
+    proc = run_main("dream", NO_WEIGHTS, f"--output={not_a_folder / 'o.png'}")
     assert_one_line_error(proc, "is a file, not a folder")
-    proc = run_script("batch_dream", NO_WEIGHTS, f"--inputs={tmp_path}",
-                      "--output_dir=/sys/kernel/dreams")
+    proc = run_main("batch_dream", NO_WEIGHTS, f"--inputs={tmp_path}",
+                    "--output_dir=/sys/kernel/dreams")
     assert_one_line_error(proc, "cannot create output folder /sys/kernel/dreams")
 
 
@@ -394,8 +396,8 @@ def test_batch_bad_flags_fail_before_weights(tmp_path, args, fragment):
     (tmp_path / "FILE").write_text("x")
     out = inputs if args == ["SAME"] else tmp_path / "out"
     args = [a.replace("FILE", str(tmp_path / "FILE")) for a in args if a != "SAME"]
-    proc = run_script("batch_dream", NO_WEIGHTS, f"--inputs={inputs}", f"--output_dir={out}",
-                      *args)
+    proc = run_main("batch_dream", NO_WEIGHTS, f"--inputs={inputs}", f"--output_dir={out}",
+                    *args)
     if fragment is None:  # reported per image; nothing left to dream: weights never read
         assert proc.returncode == 1, proc.stderr
         assert "done 0, skipped 0 (already there), failed 1" in proc.stdout
@@ -489,8 +491,8 @@ def test_loader_never_unpickles_what_the_manifest_points_to(weights_dir, tmp_pat
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(WeightsError, match="not a valid safetensors file"):
         weights.load_params(folder)
-    proc = run_script("dream", f"--weights={folder}", f"--output={tmp_path / 'o.png'}",
-                      "--noise_size=64", *FAST)
+    proc = run_main("dream", f"--weights={folder}", f"--output={tmp_path / 'o.png'}",
+                    "--noise_size=64", *FAST)
     assert_one_line_error(proc, "weights.pkl", "not a valid safetensors file")
     assert not marker.exists(), "the pickle payload ran"
     assert not (tmp_path / "o.png").exists()
@@ -516,19 +518,20 @@ def test_zero_gradient_on_a_flat_image_never_writes_nan(weights_dir, params, tmp
     Image.fromarray(flat).save(tmp_path / "flat.png")
     channel = _dead_conv1_channel(params, flat)
     out = tmp_path / "o.png"
-    proc = run_script("dream", f"--weights={weights_dir}", f"--input={tmp_path / 'flat.png'}",
-                      f"--output={out}", "--octaves=1", "--steps=2", f"--normalize={normalize}",
-                      f"--objective=channel(conv1/7x7_s2,{channel})")
+    proc = run_main("dream", f"--weights={weights_dir}", f"--input={tmp_path / 'flat.png'}",
+                    f"--output={out}", "--octaves=1", "--steps=2", f"--normalize={normalize}",
+                    f"--objective=channel(conv1/7x7_s2,{channel})")
     assert proc.returncode == 0, proc.stderr
     assert "RuntimeWarning" not in proc.stderr
     assert (_assert_valid_png(out, (64, 64), "RGB") == 128).all()
 
 
+@pytest.mark.slow
 def test_black_image_with_a_huge_step_stays_finite_and_valid(weights_dir, tmp_path):
     Image.new("RGB", (64, 64), "black").save(tmp_path / "black.png")
     out = tmp_path / "o.png"
-    proc = run_script("dream", f"--weights={weights_dir}", f"--input={tmp_path / 'black.png'}",
-                      f"--output={out}", "--step_size=1e30", "--noise_size=64", *FAST)
+    proc = run_main("dream", f"--weights={weights_dir}", f"--input={tmp_path / 'black.png'}",
+                    f"--output={out}", "--step_size=1e30", "--noise_size=64", *FAST)
     assert proc.returncode == 0, proc.stderr
     assert "RuntimeWarning" not in proc.stderr and "nan" not in proc.stderr.lower()
     pixels = _assert_valid_png(out, (64, 64), "RGB")
@@ -568,6 +571,7 @@ def _wait_for_new_output(proc, out: Path, known: int, timeout: float = 120) -> b
     return False
 
 
+@pytest.mark.slow
 def test_batch_killed_repeatedly_then_resumed_loses_and_repeats_nothing(weights_dir, tmp_path):
     names = _inputs(tmp_path / "in")
     out = tmp_path / "out"
@@ -609,6 +613,7 @@ def test_batch_killed_repeatedly_then_resumed_loses_and_repeats_nothing(weights_
     assert summary["done"] == remaining and not summary["interrupted"]
 
 
+@pytest.mark.slow
 def test_batch_sigint_stops_cleanly_with_a_summary(weights_dir, tmp_path):
     names = _inputs(tmp_path / "in")
     out = tmp_path / "out"
@@ -652,6 +657,7 @@ def _with_full_disk(out: Path, writes_left: int, script: str, *args: str):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_disk_full_stops_the_batch_without_corrupting_written_outputs(weights_dir, tmp_path):
     names = _inputs(tmp_path / "in", 6)
     out = tmp_path / "out"
@@ -679,6 +685,7 @@ def test_disk_full_stops_the_batch_without_corrupting_written_outputs(weights_di
 
 # --- 6. determinism --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_same_inputs_flags_and_seed_give_identical_bytes(weights_dir, tmp_path):
     photo = _save(tmp_path / "photo.png", size=(64, 80), seed=3)
     outputs = []

@@ -11,6 +11,8 @@ from benchmarks import torch_reference as ref  # noqa: E402
 from dream_jax import deepdream, googlenet, gradients, objectives, preprocess  # noqa: E402
 from dream_jax.config import DreamConfig  # noqa: E402
 
+pytestmark = pytest.mark.slow  # parity: dreams and forward passes in two frameworks
+
 _apply = jax.jit(googlenet.apply, static_argnames="taps")  # faster than op by op
 TAPS = ("conv2/norm2", "inception_4c/output", "inception_5b/output", "loss3/classifier")
 

@@ -14,7 +14,7 @@ import safetensors.numpy
 from dream_jax import weights
 from dream_jax.errors import WeightsError
 from dream_jax.weights import caffe_proto, convert, store
-from tests.conftest import assert_one_line_error, caffe_layers, run_script
+from tests.conftest import assert_one_line_error, caffe_layers, run_main
 
 FILTER = "weights/inception_4c/3x3_filter.bin"
 
@@ -80,7 +80,7 @@ def test_url_missing_file_is_a_clear_error(http_server, tmp_path):
 
 
 def _convert_script(source, out, *extra):
-    return run_script("convert_weights", f"--source={source}", f"--out={out}", *extra)
+    return run_main("convert_weights", f"--source={source}", f"--out={out}", *extra)
 
 
 def test_tampered_byte_is_refused_naming_the_file(source_copy, tmp_path):
