@@ -63,7 +63,7 @@ DREAM_REQUESTS = {  # jitter 0: the octave loop reuses the single step's compila
     "dream_step": dict(octave_n=1, iter_n=1, jitter=0),
     "octave_loop": dict(octave_n=2, iter_n=3, jitter=0),
 }
-PIXEL_TOLERANCE = {  # TF32 rounding and max-pool ties move a few pixels, never many
+PIXEL_TOLERANCE = {  # TF32 rounding (and max-pool ties it flips) may move some values a level
     "dream_step": {"min_within_2_levels": 0.995, "max_mean_abs_diff": 0.25},
     "octave_loop": {"min_within_2_levels": 0.99, "max_mean_abs_diff": 0.5},
 }
