@@ -1,6 +1,7 @@
 # make dream: environment + weights + a dream from the built-in default input.
 # make test:  the test suite (CI runs exactly this).
 # make test-quick: the suite without the tests marked slow, for the inner loop.
+# make gpu-check GPU_CHECK_OUT=DIR: the prepared GPU check (README: GPU check).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ OFFICIAL_LABELS := https://chaosmail.github.io/caffejs/data/ilsvrc12/synset_word
 # The shared per-layer files when present (this workplace, CI), else the official download.
 WEIGHTS_ARGS := $(if $(wildcard $(SHARED_WEIGHTS)/weights),--source=$(SHARED_WEIGHTS),--source=$(OFFICIAL_CAFFEMODEL) --labels=$(OFFICIAL_LABELS))
 
-.PHONY: env weights dream test test-quick bench clean
+.PHONY: env weights dream test test-quick bench gpu-check clean
 
 env: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +37,13 @@ test-quick: env
 BENCH_ARGS ?=
 bench: env weights
 	$(PY) scripts/benchmark.py --out=bench/results $(BENCH_ARGS)
+
+# On the GPU machine's own python3 (jax with CUDA, torch, ...), with weights/ sent
+# along: no venv, no install, so it does not depend on `env`.
+GPU_CHECK_OUT ?= bench/gpu_check
+GPU_CHECK_ARGS ?=
+gpu-check:
+	PYTHONPATH=. $(PYTHON) scripts/gpu_check.py --out=$(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) weights/*.safetensors weights/manifest.json weights/synset_words.txt weights/downloads outputs

@@ -163,8 +163,14 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
 
 def compile_ahead(jitted, calls: list[tuple[dict, tuple]]) -> list[concurrent.futures.Future]:
     """Start `executable(jitted, static, *args)` for each (static, args), in
-    order, on a thread pool; returns their futures."""
-    return [_pool().submit(executable, jitted, static, *args) for static, args in calls]
+    order, on a thread pool; returns their futures. The caller's
+    `jax.default_device` (thread-local) goes with them."""
+    device = jax.config.jax_default_device
+
+    def compile_for_caller(static, args):
+        with jax.default_device(device):
+            return executable(jitted, static, *args)
+    return [_pool().submit(compile_for_caller, static, args) for static, args in calls]
 
 
 def _load_or_export(jitted, key, static, args) -> export.Exported | None:
