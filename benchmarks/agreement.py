@@ -4,7 +4,10 @@
                   notebook's make_step (`notebook_reference`) on the same photo
   notebook_dream: the whole default dream with jitter=0 (the pyramid, the zoom,
                   the detail carried up: everything but the random rolls, whose
-                  generators differ)
+                  generators differ), against the notebook as written, against it
+                  with scipy's zoom clamped at the edges (see notebook_reference),
+                  and, as the control for how chaotic the ascent is, the notebook
+                  against itself on the input plus N(0, 1e-4) noise
   tiles:          one step with --tile_size=N against the whole image's gradient
 
 Outputs are compared as uint8 (both rounded): the share of values within 1 level,
@@ -35,19 +38,32 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict:
             "max_abs": float(diff.max())}
 
 
-def notebook(params, rgb: np.ndarray, **config) -> dict:
+def notebook(params, rgb: np.ndarray, controls: bool = False, **config) -> dict:
     """dream_jax vs the notebook on one photo, same config, jitter 0."""
     from benchmarks import notebook_reference, torch_reference
     settings = DreamConfig().replace(**config)
+    tparams = torch_reference.torch_params(params)
+
+    def run_notebook(image, zoom_mode="constant"):
+        return np.clip(notebook_reference.deepdream(
+            tparams, image, iter_n=settings.iter_n, octave_n=settings.octave_n,
+            octave_scale=settings.octave_scale, jitter=0, zoom_mode=zoom_mode), 0, 255)
+
     start = time.perf_counter()
     ours = dream_jax.dream(rgb, params=params, config=settings)
-    ours_s = time.perf_counter() - start
+    result = {"size": f"{rgb.shape[1]}x{rgb.shape[0]}", "config": config,
+              "dream_jax_s": time.perf_counter() - start}
     start = time.perf_counter()
-    theirs = np.clip(notebook_reference.deepdream(
-        torch_reference.torch_params(params), rgb, iter_n=settings.iter_n,
-        octave_n=settings.octave_n, octave_scale=settings.octave_scale, jitter=0), 0, 255)
-    return {"size": f"{rgb.shape[1]}x{rgb.shape[0]}", "config": config, "dream_jax_s": ours_s,
-            "notebook_s": time.perf_counter() - start, **compare(ours, theirs)}
+    theirs = run_notebook(rgb)
+    result["notebook_s"] = time.perf_counter() - start
+    result.update(compare(ours, theirs))
+    if controls:
+        clamped = run_notebook(rgb, "nearest")
+        noisy = rgb + np.random.default_rng(0).normal(0, 1e-4, rgb.shape).astype(np.float32)
+        result["vs_notebook_edges_clamped"] = compare(ours, clamped)
+        result["control_notebook_vs_itself_on_1e-4_noise"] = compare(
+            run_notebook(noisy, "nearest"), clamped)
+    return result
 
 
 def tiles(params, rgb: np.ndarray, tile: int) -> dict:

@@ -48,18 +48,24 @@ def make_step(p, src: np.ndarray, rng: np.random.RandomState, step_size=1.5,
 
 
 def deepdream(p, base_img: np.ndarray, iter_n=10, octave_n=4, octave_scale=1.4,
-              end="inception_4c/output", jitter=32, seed=0) -> np.ndarray:
-    """Float RGB (H, W, 3) out, before the notebook's uint8 truncation."""
+              end="inception_4c/output", jitter=32, seed=0, zoom_mode="constant") -> np.ndarray:
+    """Float RGB (H, W, 3) out, before the notebook's uint8 truncation.
+
+    zoom_mode: scipy's default "constant" is the notebook's; for some sizes it
+    sets a shrunk octave's last row or column to 0 (the mean colour), when the
+    sampling position rounds past the edge (e.g. 121 -> 86 rows). "nearest"
+    clamps there instead, as dream_jax does."""
     rng = np.random.RandomState(seed)
     octaves = [preprocess(base_img)]
     for _ in range(octave_n - 1):
-        octaves.append(nd.zoom(octaves[-1], (1, 1.0 / octave_scale, 1.0 / octave_scale), order=1))
+        octaves.append(nd.zoom(octaves[-1], (1, 1.0 / octave_scale, 1.0 / octave_scale), order=1,
+                               mode=zoom_mode))
     detail = np.zeros_like(octaves[-1])
     for octave, octave_base in enumerate(octaves[::-1]):
         h, w = octave_base.shape[-2:]
         if octave > 0:
             h1, w1 = detail.shape[-2:]
-            detail = nd.zoom(detail, (1, 1.0 * h / h1, 1.0 * w / w1), order=1)
+            detail = nd.zoom(detail, (1, 1.0 * h / h1, 1.0 * w / w1), order=1, mode=zoom_mode)
         src = octave_base + detail
         for _ in range(iter_n):
             src = make_step(p, src, rng, end=end, jitter=jitter)

@@ -44,7 +44,8 @@ def main():
                                                                       **agreement.ONE_STEP)})
     for text in _DREAM_AT.value:
         rgb = agreement.load(_INPUT.value, *_size(text))
-        results.append({"case": "notebook_dream", **agreement.notebook(params, rgb, jitter=0)})
+        results.append({"case": "notebook_dream",
+                        **agreement.notebook(params, rgb, controls=True, jitter=0)})
     for text in _TILES_AT.value:
         size, _, tile = text.partition(":")
         rgb = agreement.load(_INPUT.value, *_size(size))

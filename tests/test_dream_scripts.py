@@ -117,7 +117,8 @@ def test_batch_dream_groups_resumes_and_reports(weights_dir, tmp_path):
     assert (out / "p1.png").read_bytes() == first
     # A batched output is what the same image gives alone.
     alone = tmp_path / "alone.png"
-    assert _dream(weights_dir, f"--replay={out / 'p1.png'}", f"--output={alone}").returncode == 0
+    assert _dream(weights_dir, f"--replay={out / 'p1.png'}", f"--input={inputs / 'p1.png'}",
+                  f"--output={alone}").returncode == 0
     assert alone.read_bytes() == first
 
 
