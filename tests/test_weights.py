@@ -13,7 +13,8 @@ import safetensors.numpy
 
 from dream_jax import weights
 from dream_jax.errors import WeightsError
-from dream_jax.weights import caffe_proto, convert, store
+from dream_jax.weights import convert, store
+from tests.caffe_writer import write_net
 from tests.conftest import assert_one_line_error, caffe_layers, run_script
 
 FILTER = "weights/inception_4c/3x3_filter.bin"
@@ -43,7 +44,7 @@ def test_manifest_records_source_checksums_and_count(weights_dir, shared_weights
 def test_caffemodel_gives_byte_identical_safetensors(params, weights_dir, shared_weights,
                                                      tmp_path, legacy):
     model = tmp_path / "bvlc_googlenet.caffemodel"
-    model.write_bytes(caffe_proto.write_net(*caffe_layers(params), legacy=legacy))
+    model.write_bytes(write_net(*caffe_layers(params), legacy=legacy))
     shutil.copy(shared_weights / "synset_words.txt", tmp_path / "synset_words.txt")
     convert.convert(str(model), tmp_path / "out", progress=False)
     assert _sha(tmp_path / "out/bvlc_googlenet.safetensors") == _sha(
@@ -120,7 +121,7 @@ def test_wrong_shape_caffemodel_is_refused(params, tmp_path):
     layers, types = caffe_layers(params)
     layers["inception_4c/3x3"][0] = layers["inception_4c/3x3"][0][:, :64]
     model = tmp_path / "bad.caffemodel"
-    model.write_bytes(caffe_proto.write_net(layers, types))
+    model.write_bytes(write_net(layers, types))
     proc = _convert_script(model, tmp_path / "out")
     assert_one_line_error(proc, "inception_4c/3x3", "expected")
 
