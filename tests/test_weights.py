@@ -56,13 +56,17 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _serve(folder):
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 @pytest.fixture()
 def http_server(shared_weights):
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(shared_weights)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server, url = _serve(shared_weights)
+    yield url
     server.shutdown()
 
 
@@ -71,7 +75,36 @@ def test_url_source_downloads_verifies_and_matches(http_server, weights_dir, tmp
     assert manifest["source"]["location"].startswith("http://127.0.0.1")
     assert _sha(tmp_path / "out/bvlc_googlenet.safetensors") == _sha(
         weights_dir / "bvlc_googlenet.safetensors")
-    assert not list((tmp_path / "out/downloads").rglob("*.part"))
+    downloads = sorted(p.name for p in (tmp_path / "out/downloads").rglob("*"))
+    assert len(downloads) == 116 + 2  # the layers' files, SHA256SUMS, synset_words.txt
+    assert not [name for name in downloads if name.startswith("tmp")]
+
+
+def test_url_source_reuses_verified_downloads(shared_weights, tmp_path):
+    server, url = _serve(shared_weights)
+    convert.convert(url + "/", tmp_path / "out", progress=False)
+    server.shutdown()  # a second run needs no server: every file is in the cache
+    server.server_close()
+    (tmp_path / "out/manifest.json").unlink()
+    convert.convert(url + "/", tmp_path / "out", progress=False)
+    assert (tmp_path / "out/manifest.json").exists()
+
+
+def test_url_tampered_byte_is_refused_and_not_cached(source_copy, tmp_path):
+    data = bytearray((source_copy / FILTER).read_bytes())
+    data[1000] ^= 0x01
+    (source_copy / FILTER).write_bytes(bytes(data))
+    server, url = _serve(source_copy)
+    try:
+        with pytest.raises(WeightsError, match="checksum mismatch for http://.*3x3_filter.bin"
+                           ) as caught:
+            convert.convert(url, tmp_path / "out", progress=False)
+    finally:
+        server.shutdown()
+    assert "\n" not in str(caught.value)
+    cached = {_sha(path) for path in (tmp_path / "out/downloads").rglob("*")}
+    assert cached and _sha(source_copy / FILTER) not in cached
+    assert not (tmp_path / "out/manifest.json").exists()
 
 
 def test_url_missing_file_is_a_clear_error(http_server, tmp_path):
