@@ -25,6 +25,8 @@ from absl import app as absl_app
 from absl import flags as absl_flags
 from absl import logging as absl_logging
 
+from tests.caffe_writer import write_net
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SHARED_WEIGHTS = SHARED / "weights" / "bvlc_googlenet"
@@ -78,9 +80,8 @@ def caffe_layers(params) -> tuple[dict, dict]:
 @pytest.fixture(scope="session")
 def caffemodel(params, tmp_path_factory) -> Path:
     """A .caffemodel (modern `layer` field) written from the shared per-layer files."""
-    from dream_jax.weights import caffe_proto
     path = tmp_path_factory.mktemp("caffemodel") / "bvlc_googlenet.caffemodel"
-    path.write_bytes(caffe_proto.write_net(*caffe_layers(params)))
+    path.write_bytes(write_net(*caffe_layers(params)))
     return path
 
 

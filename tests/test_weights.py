@@ -13,7 +13,8 @@ import safetensors.numpy
 
 from dream_jax import weights
 from dream_jax.errors import WeightsError
-from dream_jax.weights import caffe_proto, convert, store
+from dream_jax.weights import convert, store
+from tests.caffe_writer import write_net
 from tests.conftest import assert_one_line_error, caffe_layers, run_main
 
 FILTER = "weights/inception_4c/3x3_filter.bin"
@@ -43,7 +44,7 @@ def test_manifest_records_source_checksums_and_count(weights_dir, shared_weights
 def test_caffemodel_gives_byte_identical_safetensors(params, weights_dir, shared_weights,
                                                      tmp_path, legacy):
     model = tmp_path / "bvlc_googlenet.caffemodel"
-    model.write_bytes(caffe_proto.write_net(*caffe_layers(params), legacy=legacy))
+    model.write_bytes(write_net(*caffe_layers(params), legacy=legacy))
     shutil.copy(shared_weights / "synset_words.txt", tmp_path / "synset_words.txt")
     convert.convert(str(model), tmp_path / "out", progress=False)
     assert _sha(tmp_path / "out/bvlc_googlenet.safetensors") == _sha(
@@ -55,13 +56,17 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _serve(folder):
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 @pytest.fixture()
 def http_server(shared_weights):
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(shared_weights)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server, url = _serve(shared_weights)
+    yield url
     server.shutdown()
 
 
@@ -70,7 +75,36 @@ def test_url_source_downloads_verifies_and_matches(http_server, weights_dir, tmp
     assert manifest["source"]["location"].startswith("http://127.0.0.1")
     assert _sha(tmp_path / "out/bvlc_googlenet.safetensors") == _sha(
         weights_dir / "bvlc_googlenet.safetensors")
-    assert not list((tmp_path / "out/downloads").rglob("*.part"))
+    downloads = sorted(p.name for p in (tmp_path / "out/downloads").rglob("*"))
+    assert len(downloads) == 116 + 2  # the layers' files, SHA256SUMS, synset_words.txt
+    assert not [name for name in downloads if name.startswith("tmp")]
+
+
+def test_url_source_reuses_verified_downloads(shared_weights, tmp_path):
+    server, url = _serve(shared_weights)
+    convert.convert(url + "/", tmp_path / "out", progress=False)
+    server.shutdown()  # a second run needs no server: every file is in the cache
+    server.server_close()
+    (tmp_path / "out/manifest.json").unlink()
+    convert.convert(url + "/", tmp_path / "out", progress=False)
+    assert (tmp_path / "out/manifest.json").exists()
+
+
+def test_url_tampered_byte_is_refused_and_not_cached(source_copy, tmp_path):
+    data = bytearray((source_copy / FILTER).read_bytes())
+    data[1000] ^= 0x01
+    (source_copy / FILTER).write_bytes(bytes(data))
+    server, url = _serve(source_copy)
+    try:
+        with pytest.raises(WeightsError, match="checksum mismatch for http://.*3x3_filter.bin"
+                           ) as caught:
+            convert.convert(url, tmp_path / "out", progress=False)
+    finally:
+        server.shutdown()
+    assert "\n" not in str(caught.value)
+    cached = {_sha(path) for path in (tmp_path / "out/downloads").rglob("*")}
+    assert cached and _sha(source_copy / FILTER) not in cached
+    assert not (tmp_path / "out/manifest.json").exists()
 
 
 def test_url_missing_file_is_a_clear_error(http_server, tmp_path):
@@ -120,7 +154,7 @@ def test_wrong_shape_caffemodel_is_refused(params, tmp_path):
     layers, types = caffe_layers(params)
     layers["inception_4c/3x3"][0] = layers["inception_4c/3x3"][0][:, :64]
     model = tmp_path / "bad.caffemodel"
-    model.write_bytes(caffe_proto.write_net(layers, types))
+    model.write_bytes(write_net(layers, types))
     proc = _convert_script(model, tmp_path / "out")
     assert_one_line_error(proc, "inception_4c/3x3", "expected")
 

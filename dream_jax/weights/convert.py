@@ -80,7 +80,7 @@ def read_per_layer(source: str, cache_dir: Path, progress: bool = True):
 def read_caffemodel(source: str, cache_dir: Path, progress: bool = True):
     """Arrays (Flax layout) and {file: sha256} from a .caffemodel."""
     name = source.rstrip("/").rsplit("/", 1)[-1]
-    path = (fetch.download(source, cache_dir / name, progress=progress) if fetch.is_url(source)
+    path = (fetch.download(source, cache_dir, progress=progress) if fetch.is_url(source)
             else Path(source))
     if not path.is_file():
         raise WeightsError(f"weights source file not found: {path}")
@@ -108,7 +108,7 @@ def _label_file(labels: str | None, labels_base: str, cache_dir: Path, progress:
     if labels is None:
         return fetch.fetch(labels_base, store.LABELS_FILE, cache_dir, progress=progress)
     if fetch.is_url(labels):
-        return fetch.download(labels, cache_dir / store.LABELS_FILE, progress=progress)
+        return fetch.download(labels, cache_dir, progress=progress)
     if not Path(labels).is_file():
         raise WeightsError(f"class labels file not found: {labels}")
     return Path(labels)

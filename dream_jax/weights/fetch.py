@@ -1,19 +1,19 @@
 """Reading a source that is a local path or an http(s) URL.
 
-Downloads go to `<dest>.part` (resumed with an HTTP Range request when a
-previous attempt left one), are checksum-verified when a checksum is known,
-and only then renamed into place: a crash never leaves a half file under the
-final name.
+URLs are downloaded with pooch into a cache folder, under a file name unique
+to the URL. pooch writes to a temporary file, checks the sha256 when one is
+known, and only then moves the file to its final name, so a failed download
+never leaves a file there. A cached file is reused when its sha256 matches
+the known one, or as it is when none is known.
 """
 from __future__ import annotations
 
 import hashlib
-import os
-import sys
-import urllib.error
-import urllib.request
+import logging
 from pathlib import Path
 
+import pooch
+import requests
 from tqdm import tqdm
 
 from dream_jax.errors import WeightsError
@@ -37,44 +37,49 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, expected_sha256: str | None = None,
-             progress: bool = True, timeout: float = 60.0) -> Path:
-    """Fetch `url` to `dest` atomically; resume a leftover `.part` file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+class _NotFound(WeightsError):
+    """The server answered 404: the file does not exist there."""
+
+
+def _reason(error: OSError) -> str:
+    """One line: the HTTP status, else the first message inside (e.g. a cut connection)."""
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        return f"HTTP {error.response.status_code} {error.response.reason}"
+    if not isinstance(error, requests.RequestException):
+        return str(error)  # a local OSError, e.g. the disk is full
+    while True:  # requests wraps urllib3's error, which may hold its cause in `reason`
+        inner = error.args[0] if error.args else None
+        if not isinstance(inner, BaseException):
+            inner = getattr(error, "reason", None)
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    text = next((arg for arg in error.args if isinstance(arg, str)), str(error))
+    return " ".join(text.split())
+
+
+def download(url: str, folder: Path, expected_sha256: str | None = None,
+             progress: bool = True) -> Path:
+    """The path of `url` downloaded (or already cached) in `folder`."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # pooch logs every download and a hash hint at INFO
+    # pooch sets the total from Content-Length; it only drives a bar that is truthy (total > 0).
+    bar = tqdm(total=1, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False,
+               disable=None if progress else True)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            if offset and response.status != 206:  # server ignored Range: start over
-                offset = 0
-            total = response.length + offset if response.length is not None else None
-            with open(part, "ab" if offset else "wb") as out, tqdm(
-                    total=total, initial=offset, unit="B", unit_scale=True, file=sys.stderr,
-                    desc=Path(url).name, disable=not progress, leave=False) as bar:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        if total is not None and part.stat().st_size != total:  # connection cut short
-            raise WeightsError(f"download of {url} stopped at {part.stat().st_size:,} of "
-                               f"{total:,} bytes; run again to resume")
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:  # the .part is already complete
-            pass
-        else:
-            raise WeightsError(f"download failed: {url}: HTTP {e.code} {e.reason}") from None
-    except WeightsError:
-        raise
-    except (urllib.error.URLError, OSError) as e:
-        raise WeightsError(f"download failed: {url}: {getattr(e, 'reason', e)}") from None
-    if expected_sha256 is not None:
-        actual = sha256_file(part)
-        if actual != expected_sha256:
-            part.unlink()
-            raise WeightsError(f"checksum mismatch for {url}: expected sha256 {expected_sha256}, "
-                               f"got {actual}")
-    os.replace(part, dest)
-    return dest
+        return Path(pooch.retrieve(url, expected_sha256, path=folder, progressbar=bar))
+    except requests.HTTPError as e:
+        error = _NotFound if e.response is not None and e.response.status_code == 404 else WeightsError
+        raise error(f"download failed: {url}: {_reason(e)}") from None
+    except OSError as e:  # requests' errors are OSErrors too
+        raise WeightsError(f"download failed: {url}: {_reason(e)}") from None
+    except ValueError:  # pooch's hash mismatch; the download is already deleted
+        raise WeightsError(f"checksum mismatch for {url}: expected sha256 {expected_sha256} "
+                           f"(file corrupted or tampered with)") from None
+    finally:
+        bar.close()
+        logger.setLevel(level)
 
 
 def fetch(source: str, relative: str, cache_dir: Path, expected_sha256: str | None = None,
@@ -85,8 +90,8 @@ def fetch(source: str, relative: str, cache_dir: Path, expected_sha256: str | No
     location = join(source, relative)
     if is_url(source):
         try:
-            return download(location, cache_dir / relative, expected_sha256, progress)
-        except WeightsError:
+            return download(location, cache_dir, expected_sha256, progress)
+        except _NotFound:
             if required:
                 raise
             return None
