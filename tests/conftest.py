@@ -111,7 +111,8 @@ absl_app.define_help_flags()  # app.run defines --help & co. once per process: k
 _BASE_FLAGS = frozenset(absl_flags.FLAGS)  # absl's own (logging, app, help)
 
 # The jax options and module globals a script run may set (the compilation caches).
-_JAX_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+_JAX_OPTIONS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
+                "jax_persistent_cache_min_compile_time_secs",
                 "jax_persistent_cache_min_entry_size_bytes")
 _MODULE_GLOBALS = {"dream_jax.compile_cache": ("_folder", "_configured", "_compiled")}
 
