@@ -63,6 +63,7 @@ def test_map_size_is_the_networks(n):
         assert fits == (shape is not None), layer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", ["inception_3a/output", "inception_4c/output"])
 def test_receptive_field_bounds_where_the_gradient_reaches(params, layer):
     """One map position's input gradient stays inside its receptive field."""
