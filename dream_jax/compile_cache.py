@@ -4,16 +4,12 @@
 pool (XLA compiles outside the GIL), so later octaves compile while earlier
 ones run; `executable` returns a compiled octave for given argument shapes.
 
-On disk there are two caches. jax's persistent compilation cache keeps
-compiled executables, but to find one jax must first trace and lower the
-function (~1.3 s a GoogLeNet octave on a 2-core CPU).
-
-jax's persistent compilation cache keeps compiled executables, but to find one
-jax must first trace and lower the function: for the dream step (GoogLeNet
-forward and backward under vmap and scan) that was ~0.8 s of the ~1.1 s a
-cached first call still cost on a 2-core CPU. `jax.export` serialises the
-lowered StableHLO as flatbuffers (no pickle: loading runs no code), so a later
-process deserialises it and goes straight to the compilation cache.
+On disk there are two caches: jax's persistent compilation cache (compiled
+executables) and exported modules. jax can only consult its cache after
+tracing and lowering the function, which for a GoogLeNet octave costs about as
+much as running a small one; `jax.export` serialises the lowered StableHLO as
+flatbuffers (no pickle: loading runs no code), so a later process
+deserialises it and goes straight to the compilation cache.
 
 An entry's key covers everything that shapes the module: the function and its
 static arguments, the tree, shapes and dtypes of the others, the jax, jaxlib
@@ -49,8 +45,8 @@ _configured = False
 _compiled: dict[str, Callable] = {}  # key -> compiled executable
 _lock = threading.Lock()
 OFF = "off"
-# XLA:CPU's older fusion emitters compile a GoogLeNet octave with ~35 % less CPU
-# time than its MLIR ones, and run it as fast (BUILD_NOTES, "First dream").
+# XLA:CPU's older fusion emitters compile a GoogLeNet octave with much less CPU
+# time than its MLIR ones and run it as fast (BUILD_NOTES, "First dream").
 _COMPILER_OPTIONS = {"cpu": {"xla_cpu_use_fusion_emitters": False}}
 
 

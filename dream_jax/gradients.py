@@ -95,7 +95,7 @@ def gradient_bytes(height: int, width: int, layer: str, itemsize: int = 4) -> in
 
 
 # On CPU the gradients share memory with everything else on the machine, and
-# tiles past ~1000 px gain little (the halo is then a small fraction).
+# larger tiles gain little once the halo is a small part of each window.
 HOST_BUDGET_CAP = 2 << 30
 
 
