@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dream_jax import compile_cache, deepdream, googlenet, objectives, preprocess
+from dream_jax import compile_cache, deepdream, devices as devices_, googlenet, objectives, preprocess
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
 
@@ -32,13 +32,27 @@ def guide_data(params, guide_rgb: np.ndarray | None, terms) -> dict:
 
 
 def dream_pixels(params, images: np.ndarray, objective_list, config: DreamConfig, keys,
-                 data=None, on_octave=None) -> np.ndarray:
-    """`deepdream` on uint8 RGB (B, H, W, 3), returning uint8 RGB."""
+                 data=None, on_octave=None, devices=None) -> np.ndarray:
+    """`deepdream` on uint8 RGB (B, H, W, 3), returning uint8 RGB. `devices`
+    (a list, see devices.choose) shards the batch over a mesh of them; the
+    pixels are those of one device."""
     compile_cache.enable_default()
     mean = preprocess.DREAM_MEAN_BGR
-    out = deepdream.deepdream(params, preprocess.to_model(images, mean), objective_list, config,
-                              keys, data, on_octave)
-    return preprocess.to_uint8(preprocess.from_model(np.asarray(out), mean))
+    model = preprocess.to_model(images, mean)
+    count = len(model)
+    if devices is not None and len(devices) > 1:
+        mesh = devices_.mesh(devices)
+        size = devices_.padded_size(count, len(devices))
+        objective_list = list(objective_list) + [objective_list[-1]] * (size - count)
+        model = jax.device_put(devices_.pad(model, size), devices_.batch_sharding(mesh))
+        keys = jax.device_put(devices_.pad(np.asarray(keys), size), devices_.batch_sharding(mesh))
+        params, data = jax.device_put((params, data or {}), devices_.replicated(mesh))
+        out = deepdream.deepdream(params, model, objective_list, config, keys, data, on_octave)
+    else:
+        with jax.default_device(devices[0] if devices else None):
+            out = deepdream.deepdream(params, model, objective_list, config, keys, data,
+                                      on_octave)
+    return preprocess.to_uint8(preprocess.from_model(np.asarray(out)[:count], mean))
 
 
 def dream(image, objective="inception_4c/output", params=None, config: DreamConfig | None = None,
