@@ -56,10 +56,11 @@ def dream_pixels(params, images: np.ndarray, objective_list, config: DreamConfig
 
 
 def dream(image, objective="inception_4c/output", params=None, config: DreamConfig | None = None,
-          seed: int = 0, guide=None, on_octave=None, **overrides) -> np.ndarray:
+          seed: int = 0, guide=None, on_octave=None, devices=None, **overrides) -> np.ndarray:
     """Dream on uint8 RGB image(s): (H, W, 3) -> (H, W, 3), or (N, H, W, 3) with a
     list of M objectives -> (N, M, H, W, 3). `overrides` are DreamConfig fields
-    (iter_n=20). Compiled octaves are cached on disk (see compile_cache)."""
+    (iter_n=20); `devices` (a list) shards the batch over them. Compiled octaves
+    are cached on disk (see compile_cache)."""
     from dream_jax import weights  # only when no params are given
     params = weights.load_params() if params is None else params
     config = (config or DreamConfig()).replace(**overrides)
@@ -74,7 +75,7 @@ def dream(image, objective="inception_4c/output", params=None, config: DreamConf
     data = guide_data(params, None if guide is None else np.asarray(guide),
                       objectives.union_terms(objective_list))
     keys = jnp.stack([jax.random.PRNGKey(seed)] * (n * m))
-    rgb = dream_pixels(params, batch, per_item, config, keys, data, on_octave)
+    rgb = dream_pixels(params, batch, per_item, config, keys, data, on_octave, devices)
     rgb = rgb.reshape(n, m, *rgb.shape[1:])
     if single_objective:
         rgb = rgb[:, 0]

@@ -94,7 +94,10 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     total = inputs.count(input_spec)
     mine = len(range(share.process_id, total, share.num_processes)) * len(texts)
     summary = {"done": 0, "skipped": 0, "failed": [], "interrupted": False,
-               "devices": len(chosen), "processes": share.num_processes}
+               "devices": len(chosen), "processes": share.num_processes,
+               # where the time went (each thread adds to its own): read and write
+               # run beside the dream, so wall time < their sum when they overlap
+               "dream_seconds": 0.0, "read_seconds": 0.0, "write_seconds": 0.0}
     failed = False
     try:  # from here on, Ctrl-C still leaves a summary
         with tqdm(total=mine, unit="image", desc="batch", smoothing=0.1,
@@ -110,6 +113,8 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
         seconds = time.perf_counter() - start
         summary["seconds"] = round(seconds, 3)
         summary["images_per_second"] = round(summary["done"] / seconds, 3) if seconds else 0.0
+        for key in ("dream_seconds", "read_seconds", "write_seconds"):
+            summary[key] = round(summary[key], 3)
         summary_error = _finish(out_dir, summary, share, joined=not (failed or
                                                                      summary["interrupted"]))
     if summary_error:  # only reached when nothing else went wrong first
@@ -118,7 +123,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
 
 
 def _read(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: list[str],
-          layers: tuple, share: distributed.Share):
+          layers: tuple, share: distributed.Share, summary: dict):
     """This process's inputs, decoded and checked (runs on the read-ahead thread)."""
     for entry in inputs.entries(input_spec, texts, out_dir):
         if not share.owns(entry.index):
@@ -131,6 +136,7 @@ def _read(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: l
             yield _Skipped(len(entry.outputs) - len(pending))
         if not pending:
             continue
+        started = time.perf_counter()
         try:
             rgb, alpha = render.fit_max_side(
                 *image_io.read_image(entry.input, request.max_pixels), request.max_side)
@@ -138,6 +144,8 @@ def _read(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: l
         except UserError as e:
             yield _Failed(entry.input, str(e))
             continue
+        finally:
+            summary["read_seconds"] += time.perf_counter() - started
         for text, output in pending:
             yield Row(entry.input, text, output, rgb, alpha)
 
@@ -146,7 +154,7 @@ def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, 
                   summary, bar, log) -> None:
     all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
     layers = objectives.layers_of(all_terms)
-    read = stream.Prefetch(_read(input_spec, out_dir, request, texts, layers, share),
+    read = stream.Prefetch(_read(input_spec, out_dir, request, texts, layers, share, summary),
                            size=2 * batch_size)
     engine = None  # the weights are read only once there is something to dream
 
@@ -169,12 +177,15 @@ def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, 
     def write(item):
         row, rgb = item
         job_request = dataclasses.replace(request, input=str(row.input), objective=row.objective)
+        started = time.perf_counter()
         try:
             image_io.write_png(row.output, rgb, row.alpha,
                                render.metadata(job_request, engine.weights_sha256))
         except ImageError as e:
             raise OutputError(f"{e}; stopped (outputs already written are complete: "
                               f"rerun to resume)") from None
+        finally:
+            summary["write_seconds"] += time.perf_counter() - started
         summary["done"] += 1
         bar.update(1)
 
@@ -183,12 +194,15 @@ def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, 
         for group in stream.group_by_shape(rows(), lambda row: row.rgb.shape[:2], batch_size,
                                            max_pending=2 * batch_size):
             engine = engine or _Engine(request, all_terms, weights_dir, chosen)
+            started = time.perf_counter()
             try:
                 dreamed = engine.dream(group)
             except UserError as e:  # e.g. an objective the image cannot take
                 for row in group:
                     fail(row.input, str(e))
                 continue
+            finally:
+                summary["dream_seconds"] += time.perf_counter() - started
             for row, rgb in zip(group, dreamed):
                 writer.submit((row, rgb))
     finally:
@@ -237,7 +251,9 @@ def _finish(out_dir: Path, summary: dict, share: distributed.Share,
         "failed": [f for p in parts for f in p["failed"]],
         "interrupted": any(p["interrupted"] for p in parts),
         "devices": sum(p["devices"] for p in parts), "processes": share.num_processes,
-        "seconds": max(p["seconds"] for p in parts)}
+        "seconds": max(p["seconds"] for p in parts),
+        **{key: round(sum(p[key] for p in parts), 3)
+           for key in ("dream_seconds", "read_seconds", "write_seconds")}}
     merged["images_per_second"] = (round(merged["done"] / merged["seconds"], 3)
                                    if merged["seconds"] else 0.0)
     return _write_json(out_dir / SUMMARY_FILE, merged)

@@ -180,6 +180,11 @@ assert placements[1][0].startswith("NamedSharding") and "'batch': 4" in placemen
 assert placements[1][1:] == (4, [4, 4, 4, 4]), placements
 assert placements[0][1] == 1
 assert np.array_equal(one, four), np.abs(one.astype(int) - four).max()
+from dream_jax import api as dream_api  # the one-call API: one image padded to 4 devices
+alone = dream_api.dream(images[0], "inception_3a/output", params=params, octave_n=1, iter_n=1,
+                        devices=jax.devices())
+assert np.array_equal(alone, dream_api.dream(images[0], "inception_3a/output", params=params,
+                                             octave_n=1, iter_n=1))
 print("ok")
 """
 
