@@ -3,8 +3,9 @@
 Each process dreams the inputs whose stream index is `process_id` modulo
 `num_processes`, on its own devices: images differ in size, so processes do
 not wait for each other batch by batch, and a process's share never depends
-on timing. A restarted process (same flags) finds its finished outputs and
-dreams the rest. The runtime joins the processes for the end of the job: a
+on timing. When a process dies jax's coordination service takes the job
+down; the job rerun with the same flags finds the finished outputs and dreams
+the rest. The runtime joins the processes for the end of the job: a
 barrier across all devices, after which process 0 merges the summaries.
 On CPU the barrier's collectives need gloo.
 """

@@ -4,7 +4,7 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +252,45 @@ def test_two_processes_dream_each_input_once_as_one_process_does(weights_dir, tm
     assert [p.returncode for p in procs] == [0, 0], results[1][1][-3000:]
     assert "done 0, skipped 4" in results[0][0] and "done 1, skipped 2" in results[1][0]
     assert _pngs(out) == _pngs(tmp_path / "one")
+
+
+@pytest.mark.slow
+def test_a_killed_process_takes_the_job_down_and_a_rerun_finishes_it(weights_dir, tmp_path):
+    # jax's coordination service aborts every task when one dies and comes back,
+    # so "restart" means the job: its outputs so far are whole and kept.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(10):
+        _save(folder / f"p{i}.png", size=(64, 64), seed=i)
+    out = tmp_path / "out"
+    env = _env(DREAM_JAX_CACHE=str(tmp_path / "cache"))
+    slow = ["--batch_size=1", "--octaves=2", "--steps=10", "--objective=inception_3b/output"]
+
+    def job():
+        address = f"127.0.0.1:{_free_port()}"
+        return [subprocess.Popen(_batch(weights_dir, folder, out, *slow,
+                                        f"--coordinator_address={address}",
+                                        "--num_processes=2", f"--process_id={i}"),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                for i in range(2)]
+    procs = job()
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("*.png"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    procs[1].kill()
+    procs[1].wait()
+    try:
+        procs[0].communicate(timeout=5)
+    except subprocess.TimeoutExpired:  # waiting for its peer: the job is down, stop it too
+        procs[0].kill()
+        procs[0].communicate()
+    kept = _pngs(out)
+    assert 2 <= len(kept) < 10
+    procs = job()
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results[1][1][-3000:]
+    done = sum(int(r[0].split("done ")[1].split(",")[0]) for r in results)
+    assert done == 10 - len(kept)
+    final = _pngs(out)
+    assert sorted(final) == [f"p{i}.png" for i in range(10)]
+    assert all(final[name] == data for name, data in kept.items())
