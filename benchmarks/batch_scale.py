@@ -2,7 +2,8 @@
 
   python -m benchmarks.batch_scale rss --counts=80,400 --size=256
   python -m benchmarks.batch_scale devices --count=64 --size=96 --devices=1,2,4
-  python -m benchmarks.batch_scale processes --count=64 --size=96 --processes=1,2
+  python -m benchmarks.batch_scale processes --count=64 --size=96 --processes=1,2 \
+      [--process_devices=2]
 
 Inputs are seeded noise PNGs made in a temp folder. Each run is a fresh process
 (fresh output folder, warm compile cache: a first run per case fills it) timed
@@ -95,6 +96,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--devices", default="1,2,4")
     parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--process_devices", type=int, default=1,
+                        help="fake CPU devices in each process (processes mode)")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--octaves", type=int, default=1)
     parser.add_argument("--steps", type=int, default=1)
@@ -114,8 +117,8 @@ def main() -> None:
                 print(json.dumps(_case(args, tmp, inputs, f"{n}-devices", devices=n)), flush=True)
         else:
             for n in map(int, args.processes.split(",")):
-                print(json.dumps(_case(args, tmp, inputs, f"{n}-processes", processes=n)),
-                      flush=True)
+                print(json.dumps(_case(args, tmp, inputs, f"{n}-processes", processes=n,
+                                       devices=args.process_devices)), flush=True)
 
 
 if __name__ == "__main__":
