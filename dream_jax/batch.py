@@ -90,7 +90,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     except OSError as e:
         raise UserError(f"cannot create output folder {out_dir}: {e.strerror or e}") from None
     render.check_folder(out_dir)
-    atomic.remove_stale_temps(out_dir)
+    _remove_stale_temps(out_dir, share)
     total = inputs.count(input_spec)
     mine = len(range(share.process_id, total, share.num_processes)) * len(texts)
     summary = {"done": 0, "skipped": 0, "failed": [], "interrupted": False,
@@ -120,6 +120,18 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     if summary_error:  # only reached when nothing else went wrong first
         raise summary_error
     return summary
+
+
+def _remove_stale_temps(out_dir: Path, share: distributed.Share) -> None:
+    """A killed run's temp files go; with several processes only process 0
+    removes them, between two barriers, so that no process's live temp file
+    (a write check, an output being written) is taken for a stale one."""
+    if share.num_processes > 1:
+        distributed.barrier("dream_jax batch checked")
+    if share.process_id == 0:
+        atomic.remove_stale_temps(out_dir)
+    if share.num_processes > 1:
+        distributed.barrier("dream_jax batch cleaned")
 
 
 def _read(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: list[str],
