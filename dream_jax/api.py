@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dream_jax import compile_cache, deepdream, devices as devices_, googlenet, objectives, preprocess
+from dream_jax import compile_cache, deepdream, googlenet, objectives, preprocess
+from dream_jax import devices as devices_
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
 

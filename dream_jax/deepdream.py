@@ -183,9 +183,10 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     sharding = images.sharding if devices.is_sharded(images) else None
     place = (lambda x: jax.device_put(x, sharding)) if sharding else (lambda x: x)
     weights, keys = place(weights), place(keys)
+    per_device = batch // len(sharding.device_set) if sharding else batch  # memory is per device
     compiling = iter(compile_cache.compile_ahead(dream_octave, [
         (dict(terms=terms, config=StepConfig.of(config),
-              gradient=gradient_for(shape, batch, terms, config)),
+              gradient=gradient_for(shape, per_device, terms, config)),
          (params, jax.ShapeDtypeStruct((batch, *shape, 3), jnp.float32, sharding=sharding),
           weights, data, keys, steps))
         for shape in shapes if fits_network(*shape, layers)]))

@@ -38,11 +38,12 @@ def main():
                               batch_size=_BATCH_SIZE.value,
                               weights_dir=make_request.weights_dir.value, objective_texts=texts,
                               devices=_DEVICES.value, share=share)
+    where = (f", process {share.process_id} of {share.num_processes}"
+             if share.num_processes > 1 else "")
     print(f"{'interrupted: ' if summary['interrupted'] else ''}done {summary['done']}, "
           f"skipped {summary['skipped']} (already there), failed {len(summary['failed'])} "
           f"in {summary['seconds']:.1f}s ({summary['images_per_second']:.2f} images/s on "
-          f"{summary['devices']} device(s)"
-          f"{f', process {share.process_id} of {share.num_processes}' if share.num_processes > 1 else ''})")
+          f"{summary['devices']} device(s){where})")
     if summary["interrupted"]:
         sys.exit(130)
     if summary["failed"]:
