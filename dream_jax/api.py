@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dream_jax import compile_cache, deepdream, googlenet, objectives, preprocess
+from dream_jax import devices as devices_
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
 
@@ -32,20 +33,35 @@ def guide_data(params, guide_rgb: np.ndarray | None, terms) -> dict:
 
 
 def dream_pixels(params, images: np.ndarray, objective_list, config: DreamConfig, keys,
-                 data=None, on_octave=None) -> np.ndarray:
-    """`deepdream` on uint8 RGB (B, H, W, 3), returning uint8 RGB."""
+                 data=None, on_octave=None, devices=None) -> np.ndarray:
+    """`deepdream` on uint8 RGB (B, H, W, 3), returning uint8 RGB. `devices`
+    (a list, see devices.choose) shards the batch over a mesh of them; the
+    pixels are those of one device."""
     compile_cache.enable_default()
     mean = preprocess.DREAM_MEAN_BGR
-    out = deepdream.deepdream(params, preprocess.to_model(images, mean), objective_list, config,
-                              keys, data, on_octave)
-    return preprocess.to_uint8(preprocess.from_model(np.asarray(out), mean))
+    model = preprocess.to_model(images, mean)
+    count = len(model)
+    if devices is not None and len(devices) > 1:
+        mesh = devices_.mesh(devices)
+        size = devices_.padded_size(count, len(devices))
+        objective_list = list(objective_list) + [objective_list[-1]] * (size - count)
+        model = jax.device_put(devices_.pad(model, size), devices_.batch_sharding(mesh))
+        keys = jax.device_put(devices_.pad(np.asarray(keys), size), devices_.batch_sharding(mesh))
+        params, data = jax.device_put((params, data or {}), devices_.replicated(mesh))
+        out = deepdream.deepdream(params, model, objective_list, config, keys, data, on_octave)
+    else:
+        with jax.default_device(devices[0] if devices else None):
+            out = deepdream.deepdream(params, model, objective_list, config, keys, data,
+                                      on_octave)
+    return preprocess.to_uint8(preprocess.from_model(np.asarray(out)[:count], mean))
 
 
 def dream(image, objective="inception_4c/output", params=None, config: DreamConfig | None = None,
-          seed: int = 0, guide=None, on_octave=None, **overrides) -> np.ndarray:
+          seed: int = 0, guide=None, on_octave=None, devices=None, **overrides) -> np.ndarray:
     """Dream on uint8 RGB image(s): (H, W, 3) -> (H, W, 3), or (N, H, W, 3) with a
     list of M objectives -> (N, M, H, W, 3). `overrides` are DreamConfig fields
-    (iter_n=20). Compiled octaves are cached on disk (see compile_cache)."""
+    (iter_n=20); `devices` (a list) shards the batch over them. Compiled octaves
+    are cached on disk (see compile_cache)."""
     from dream_jax import weights  # only when no params are given
     params = weights.load_params() if params is None else params
     config = (config or DreamConfig()).replace(**overrides)
@@ -60,7 +76,7 @@ def dream(image, objective="inception_4c/output", params=None, config: DreamConf
     data = guide_data(params, None if guide is None else np.asarray(guide),
                       objectives.union_terms(objective_list))
     keys = jnp.stack([jax.random.PRNGKey(seed)] * (n * m))
-    rgb = dream_pixels(params, batch, per_item, config, keys, data, on_octave)
+    rgb = dream_pixels(params, batch, per_item, config, keys, data, on_octave, devices)
     rgb = rgb.reshape(n, m, *rgb.shape[1:])
     if single_objective:
         rgb = rgb[:, 0]

@@ -1,22 +1,25 @@
-"""Dreaming a folder of images: grouped by size, one compiled call per batch,
-resumable after any crash.
+"""Dreaming a stream of images: grouped by size, one compiled call per batch
+(sharded over the chosen devices), resumable after any crash.
 
-Every output is written atomically, so after a SIGKILL an output either exists
-complete or not at all; a rerun skips the complete ones and removes stale temp
-files. Ctrl-C stops between batches and still writes the summary. An output
-that cannot be written (disk full, folder gone) stops the run with one error:
-every later write would fail the same way, and what is written stays. Per-image
-PRNG keys depend only on the seed, so a batched output is identical to the
-same image dreamed alone (and `scripts/dream.py --replay` reproduces it).
+Inputs are read lazily (`inputs`), decoded a bounded distance ahead on one
+thread and written as PNG on another while the devices dream (`stream`), so
+memory does not grow with the number of images. Every output is written
+atomically, so after a SIGKILL an output either exists complete or not at all;
+a rerun skips the complete ones and removes stale temp files. A bad input is
+reported in OUTPUT_DIR/summary.json and skipped; Ctrl-C stops after the
+current batch, writes what was dreamed and the summary. An output that cannot
+be written (disk full, folder gone) stops the run with one error: every later
+write would fail the same way, and what is written stays. Per-image PRNG keys
+depend only on the seed, so an output does not depend on the batch, the device
+count or the process that dreamed it (and `scripts/dream.py --replay`
+reproduces it).
 """
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import jax
@@ -24,47 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from dream_jax import api, atomic, image_io, objectives, render, weights
+from dream_jax import (api, atomic, devices as devices_, distributed, image_io, inputs,
+                       objectives, render, stream, weights)
 from dream_jax.errors import ImageError, UserError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
-SUMMARY_FILE = "batch_summary.json"
-
-
-def collect_inputs(spec: str) -> list[Path]:
-    """A folder (its image files) or a glob pattern, sorted."""
-    if Path(spec).is_dir():
-        found = [p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    else:
-        found = [Path(p) for p in glob.glob(spec) if Path(p).is_file()]
-    if not found:
-        raise UserError(f"no input images match {spec}")
-    return sorted(found)
+SUMMARY_FILE = "summary.json"
 
 
 class OutputError(UserError):
     """An output could not be written: the run stops (the next ones would fail too)."""
-
-
-@dataclasses.dataclass
-class Job:
-    input: Path
-    objective: str
-    output: Path
-
-
-def plan(inputs: list[Path], objective_texts: list[str], output_dir: Path) -> list[Job]:
-    """One job per (input, objective); output names stay unique when stems collide."""
-    stems = defaultdict(int)
-    for path in inputs:
-        stems[path.stem] += 1
-    jobs = []
-    for path in inputs:
-        name = path.stem if stems[path.stem] == 1 else path.name
-        for k, text in enumerate(objective_texts):
-            suffix = f"__obj{k}" if len(objective_texts) > 1 else ""
-            jobs.append(Job(path, text, output_dir / f"{name}{suffix}.png"))
-    return jobs
 
 
 def split_objectives(text: str) -> list[str]:
@@ -75,17 +46,41 @@ def split_objectives(text: str) -> list[str]:
     return texts
 
 
+@dataclasses.dataclass
+class Row:
+    """One output to dream: an input's pixels under one objective."""
+    input: Path
+    objective: str
+    output: Path
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+
+
+@dataclasses.dataclass
+class _Skipped:
+    count: int
+
+
+@dataclasses.dataclass
+class _Failed:
+    input: Path
+    error: str
+
+
 def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
               batch_size: int = 8, weights_dir=None, progress: bool = True, log=print,
-              objective_texts: list[str] | None = None) -> dict:
-    """Dream every input with `request` under each of `objective_texts` (default:
-    the request's own objective)."""
+              objective_texts: list[str] | None = None, devices=None,
+              share: distributed.Share = distributed.Share()) -> dict:
+    """Dream this process's share of the inputs with `request` under each of
+    `objective_texts` (default: the request's own objective), on `devices`
+    ("all", a count, or a list of devices). Returns the summary."""
     start = time.perf_counter()
     texts = objective_texts or [request.objective]
     for text in texts:
         dataclasses.replace(request, objective=text)  # checked when made
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    chosen = devices if isinstance(devices, list) else devices_.choose(devices)
     out_dir = Path(output_dir)
     if Path(input_spec).is_dir() and out_dir.resolve() == Path(input_spec).resolve():
         raise UserError(f"output folder {out_dir} is the input folder: outputs would be "
@@ -95,89 +90,194 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     except OSError as e:
         raise UserError(f"cannot create output folder {out_dir}: {e.strerror or e}") from None
     render.check_folder(out_dir)
-    atomic.remove_stale_temps(out_dir)
-    jobs = plan(collect_inputs(input_spec), texts, out_dir)
-    pending = [job for job in jobs if not job.output.exists()]
-    summary = {"done": 0, "skipped": len(jobs) - len(pending), "failed": [], "interrupted": False}
-    all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
-    layers = objectives.layers_of(all_terms)
+    _remove_stale_temps(out_dir, share)
+    total = inputs.count(input_spec)
+    mine = len(range(share.process_id, total, share.num_processes)) * len(texts)
+    summary = {"done": 0, "skipped": 0, "failed": [], "interrupted": False,
+               "devices": len(chosen), "processes": share.num_processes,
+               # where the time went (each thread adds to its own): read and write
+               # run beside the dream, so wall time < their sum when they overlap
+               "dream_seconds": 0.0, "read_seconds": 0.0, "write_seconds": 0.0}
+    failed = False
     try:  # from here on, Ctrl-C still leaves a summary
-        shapes = {}  # sizes first; pixels are decoded again per batch, to bound memory
-        for path in dict.fromkeys(job.input for job in pending):
-            try:
-                rgb, _ = render.fit_max_side(*image_io.read_image(path, request.max_pixels),
-                                             request.max_side)
-                render.check_size(str(path), *rgb.shape[:2], request.config, layers)
-                shapes[path] = rgb.shape[:2]
-            except UserError as e:
-                summary["failed"].append(str(e))
-                log(f"skipping: {e}", file=sys.stderr)
-        groups = defaultdict(list)
-        for job in pending:
-            if job.input in shapes:
-                groups[shapes[job.input]].append(job)
-        if groups:  # else nothing is left to dream, and the weights are not even read
-            _dream_groups(groups, request, all_terms, batch_size, weights_dir, progress,
-                          summary, log)
+        with tqdm(total=mine, unit="image", desc="batch", smoothing=0.1,
+                  disable=None if progress else True) as bar:  # None: only on a terminal
+            _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, chosen,
+                          share, summary, bar, log)
     except KeyboardInterrupt:
         summary["interrupted"] = True
+    except BaseException:
+        failed = True
+        raise
     finally:
-        summary["seconds"] = round(time.perf_counter() - start, 3)
-        summary_error = _write_summary(out_dir / SUMMARY_FILE, summary)
+        seconds = time.perf_counter() - start
+        summary["seconds"] = round(seconds, 3)
+        summary["images_per_second"] = round(summary["done"] / seconds, 3) if seconds else 0.0
+        for key in ("dream_seconds", "read_seconds", "write_seconds"):
+            summary[key] = round(summary[key], 3)
+        summary_error = _finish(out_dir, summary, share, joined=not (failed or
+                                                                     summary["interrupted"]))
     if summary_error:  # only reached when nothing else went wrong first
         raise summary_error
     return summary
 
 
-def _dream_groups(groups: dict, request: render.DreamRequest, all_terms: tuple,
-                  batch_size: int, weights_dir, progress: bool, summary: dict, log) -> None:
-    """Load the weights and dream every same-size group, `batch_size` at a time."""
-    manifest = weights.read_manifest(weights_dir)
-    params = weights.load_params(weights_dir)
-    guide_rgb = (image_io.read_image(request.guide, request.max_pixels)[0]
-                 if request.guide else None)
-    data = api.guide_data(params, guide_rgb, all_terms)
-    with tqdm(total=sum(map(len, groups.values())), unit="image", desc="batch",
-              disable=None if progress else True) as bar:  # None: only on a terminal
-        for shape, group in groups.items():
-            for i in range(0, len(group), batch_size):
-                chunk = group[i:i + batch_size]
-                try:
-                    _dream_chunk(chunk, request, params, data, manifest["sha256"])
-                except OutputError:
-                    raise
-                except UserError as e:  # e.g. an input changed or vanished since the scan
-                    summary["failed"].extend(f"{job.input}: {e}" for job in chunk)
-                    log(f"skipping {len(chunk)} image(s) of size {shape[1]}x{shape[0]}: {e}",
-                        file=sys.stderr)
-                    continue
-                summary["done"] += len(chunk)
-                bar.update(len(chunk))
+def _remove_stale_temps(out_dir: Path, share: distributed.Share) -> None:
+    """A killed run's temp files go; with several processes only process 0
+    removes them, between two barriers, so that no process's live temp file
+    (a write check, an output being written) is taken for a stale one."""
+    if share.num_processes > 1:
+        distributed.barrier("dream_jax batch checked")
+    if share.process_id == 0:
+        atomic.remove_stale_temps(out_dir)
+    if share.num_processes > 1:
+        distributed.barrier("dream_jax batch cleaned")
 
 
-def _write_summary(path: Path, summary: dict) -> UserError | None:
-    """Write the summary; a failure is returned, not raised, so that it never
+def _read(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: list[str],
+          layers: tuple, share: distributed.Share, summary: dict):
+    """This process's inputs, decoded and checked (runs on the read-ahead thread)."""
+    for entry in inputs.entries(input_spec, texts, out_dir):
+        if not share.owns(entry.index):
+            continue
+        if entry.error:
+            yield _Failed(entry.input, entry.error)
+            continue
+        pending = [(text, output) for text, output in entry.outputs if not output.exists()]
+        if len(pending) < len(entry.outputs):
+            yield _Skipped(len(entry.outputs) - len(pending))
+        if not pending:
+            continue
+        started = time.perf_counter()
+        try:
+            rgb, alpha = render.fit_max_side(
+                *image_io.read_image(entry.input, request.max_pixels), request.max_side)
+            render.check_size(str(entry.input), *rgb.shape[:2], request.config, layers)
+        except UserError as e:
+            yield _Failed(entry.input, str(e))
+            continue
+        finally:
+            summary["read_seconds"] += time.perf_counter() - started
+        for text, output in pending:
+            yield Row(entry.input, text, output, rgb, alpha)
+
+
+def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, chosen, share,
+                  summary, bar, log) -> None:
+    all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
+    layers = objectives.layers_of(all_terms)
+    read = stream.Prefetch(_read(input_spec, out_dir, request, texts, layers, share, summary),
+                           size=2 * batch_size)
+    engine = None  # the weights are read only once there is something to dream
+
+    def fail(path, error: str):
+        error = error.strip().splitlines()[0] if error.strip() else "failed"
+        summary["failed"].append({"input": str(path), "error": error})
+        log(f"skipping: {error}", file=sys.stderr)
+        bar.update(1)
+
+    def rows():
+        for item in read:
+            if isinstance(item, _Skipped):
+                summary["skipped"] += item.count
+                bar.update(item.count)
+            elif isinstance(item, _Failed):
+                fail(item.input, item.error)
+            else:
+                yield item
+
+    def write(item):
+        row, rgb = item
+        job_request = dataclasses.replace(request, input=str(row.input), objective=row.objective)
+        started = time.perf_counter()
+        try:
+            image_io.write_png(row.output, rgb, row.alpha,
+                               render.metadata(job_request, engine.weights_sha256))
+        except ImageError as e:
+            raise OutputError(f"{e}; stopped (outputs already written are complete: "
+                              f"rerun to resume)") from None
+        finally:
+            summary["write_seconds"] += time.perf_counter() - started
+        summary["done"] += 1
+        bar.update(1)
+
+    writer = stream.Writer(write, size=batch_size)
+    try:
+        for group in stream.group_by_shape(rows(), lambda row: row.rgb.shape[:2], batch_size,
+                                           max_pending=2 * batch_size):
+            engine = engine or _Engine(request, all_terms, weights_dir, chosen)
+            started = time.perf_counter()
+            try:
+                dreamed = engine.dream(group)
+            except UserError as e:  # e.g. an objective the image cannot take
+                for row in group:
+                    fail(row.input, str(e))
+                continue
+            finally:
+                summary["dream_seconds"] += time.perf_counter() - started
+            for row, rgb in zip(group, dreamed):
+                writer.submit((row, rgb))
+    finally:
+        read.close()
+        writer.close()  # what was dreamed is written, even after Ctrl-C
+    if writer.error is not None:
+        raise writer.error
+
+
+class _Engine:
+    """The weights, the guide's features and the devices: what every batch shares."""
+
+    def __init__(self, request: render.DreamRequest, all_terms: tuple, weights_dir, chosen):
+        self.request, self.devices = request, chosen
+        self.weights_sha256 = weights.read_manifest(weights_dir)["sha256"]
+        self.params = weights.load_params(weights_dir)
+        guide_rgb = (image_io.read_image(request.guide, request.max_pixels)[0]
+                     if request.guide else None)
+        self.data = api.guide_data(self.params, guide_rgb, all_terms)
+
+    def dream(self, group: list[Row]) -> np.ndarray:
+        images = np.stack([row.rgb for row in group])
+        per_item = [objectives.parse(row.objective) for row in group]
+        keys = jnp.stack([jax.random.PRNGKey(self.request.seed)] * len(group))
+        return api.dream_pixels(self.params, images, per_item, self.request.config, keys=keys,
+                                data=self.data, devices=self.devices)
+
+
+def _finish(out_dir: Path, summary: dict, share: distributed.Share,
+            joined: bool) -> UserError | None:
+    """Write the summary (per process, then merged by process 0 once every
+    process is done); a failure is returned, not raised, so that it never
     hides the error that stopped the run."""
+    if share.num_processes == 1:
+        return _write_json(out_dir / SUMMARY_FILE, summary)
+    error = _write_json(out_dir / _process_file(share.process_id), summary)
+    if error or not joined:
+        return error
+    distributed.barrier("dream_jax batch done")
+    if share.process_id != 0:
+        return None
+    parts = [json.loads((out_dir / _process_file(i)).read_text())
+             for i in range(share.num_processes)]
+    merged = {
+        "done": sum(p["done"] for p in parts), "skipped": sum(p["skipped"] for p in parts),
+        "failed": [f for p in parts for f in p["failed"]],
+        "interrupted": any(p["interrupted"] for p in parts),
+        "devices": sum(p["devices"] for p in parts), "processes": share.num_processes,
+        "seconds": max(p["seconds"] for p in parts),
+        **{key: round(sum(p[key] for p in parts), 3)
+           for key in ("dream_seconds", "read_seconds", "write_seconds")}}
+    merged["images_per_second"] = (round(merged["done"] / merged["seconds"], 3)
+                                   if merged["seconds"] else 0.0)
+    return _write_json(out_dir / SUMMARY_FILE, merged)
+
+
+def _process_file(process_id: int) -> str:
+    return f"summary.process{process_id}.json"
+
+
+def _write_json(path: Path, summary: dict) -> UserError | None:
     try:
         atomic.atomic_write(path, (json.dumps(summary, indent=2) + "\n").encode())
     except OSError as e:
         return UserError(f"{path}: cannot write the batch summary ({e.strerror or e})")
     return None
-
-
-def _dream_chunk(chunk: list[Job], request: render.DreamRequest, params, data,
-                 weights_sha256: str) -> None:
-    """One compiled octave loop for a same-size chunk, then one atomic PNG per job."""
-    pixels = [render.fit_max_side(*image_io.read_image(job.input, request.max_pixels),
-                                  request.max_side) for job in chunk]
-    images = np.stack([rgb for rgb, _ in pixels])
-    per_item = [objectives.parse(job.objective) for job in chunk]
-    keys = jnp.stack([jax.random.PRNGKey(request.seed)] * len(chunk))
-    dreamed = api.dream_pixels(params, images, per_item, request.config, keys=keys, data=data)
-    for job, rgb, (_, alpha) in zip(chunk, dreamed, pixels):
-        job_request = dataclasses.replace(request, input=str(job.input), objective=job.objective)
-        try:
-            image_io.write_png(job.output, rgb, alpha, render.metadata(job_request, weights_sha256))
-        except ImageError as e:
-            raise OutputError(f"{e}; stopped (outputs already written are complete: "
-                              f"rerun to resume)") from None

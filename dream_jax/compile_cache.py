@@ -98,7 +98,7 @@ def _key(fn, static: dict, args) -> str:
     device = _device()
     parts = [
         f"{fn.__module__}.{fn.__qualname__}", repr(sorted(static.items())), str(tree),
-        repr([(tuple(x.shape), str(x.dtype)) for x in leaves]),
+        repr([(tuple(x.shape), str(x.dtype), _placement(x)) for x in leaves]),
         jax.__version__, jaxlib.__version__, flax.__version__, device.platform,
         device.client.platform_version, device.device_kind,
         repr((jax.config.jax_enable_x64, jax.config.jax_default_matmul_precision)),
@@ -135,8 +135,23 @@ def _write(path: Path, exported: export.Exported) -> None:
 
 
 def abstract(tree):
-    """Arrays (or ShapeDtypeStructs) -> ShapeDtypeStructs: what a compilation depends on."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+    """Arrays (or ShapeDtypeStructs) -> ShapeDtypeStructs: what a compilation depends on.
+    A mesh placement (NamedSharding) is kept, or the executable would be one device's."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                       sharding=_mesh_sharding(x)), tree)
+
+
+def _mesh_sharding(x):
+    sharding = getattr(x, "sharding", None)
+    return sharding if isinstance(sharding, jax.sharding.NamedSharding) else None
+
+
+def _placement(x) -> str:
+    """A leaf's mesh placement for the key: its spec and the devices, in mesh order."""
+    sharding = _mesh_sharding(x)
+    if sharding is None:
+        return ""
+    return f"{sharding.spec}@{[d.id for d in sharding.mesh.devices.flat]}"
 
 
 def executable(jitted, static: dict[str, Any], *args) -> Callable:

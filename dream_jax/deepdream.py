@@ -26,7 +26,8 @@ import optax
 from absl import logging
 from jax import lax
 
-from dream_jax import caffe_ops, compile_cache, googlenet, gradients, objectives, preprocess
+from dream_jax import (caffe_ops, compile_cache, devices, googlenet, gradients, objectives,
+                       preprocess)
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
 
@@ -177,11 +178,17 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
         raise UserError(f"image {width}x{height} is too small for {layers[-1]}")
     shapes = octave_shapes(height, width, config.octave_n, config.octave_scale)[::-1]
     steps = jnp.int32(config.iter_n)
+    # A batch sharded over a mesh (api.dream_pixels(devices=...)): weights and keys
+    # follow its leading axis, and every octave is compiled for that placement.
+    sharding = images.sharding if devices.is_sharded(images) else None
+    place = (lambda x: jax.device_put(x, sharding)) if sharding else (lambda x: x)
+    weights, keys = place(weights), place(keys)
+    per_device = batch // len(sharding.device_set) if sharding else batch  # memory is per device
     compiling = iter(compile_cache.compile_ahead(dream_octave, [
         (dict(terms=terms, config=StepConfig.of(config),
-              gradient=gradient_for(shape, batch, terms, config)),
-         (params, jax.ShapeDtypeStruct((batch, *shape, 3), jnp.float32), weights, data, keys,
-          steps))
+              gradient=gradient_for(shape, per_device, terms, config)),
+         (params, jax.ShapeDtypeStruct((batch, *shape, 3), jnp.float32, sharding=sharding),
+          weights, data, keys, steps))
         for shape in shapes if fits_network(*shape, layers)]))
     octaves = [jnp.asarray(images, jnp.float32)]
     del images  # large images: every image-sized copy counts
@@ -192,8 +199,9 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
         base = octaves.pop()  # smallest first; dropped once its octave has run
         image = base if detail is None else base + zoom(detail, shape)
         if fits_network(*shape, layers):
-            octave_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, octave)
-            image = next(compiling).result()(params, image, weights, data, octave_keys, steps)
+            octave_keys = place(jax.vmap(jax.random.fold_in, (0, None))(keys, octave))
+            image = next(compiling).result()(params, place(image), weights, data, octave_keys,
+                                             steps)
         else:
             logging.warning("skipping octave %d: %dx%d is too small for %s", octave,
                             shape[1], shape[0], layers[-1])

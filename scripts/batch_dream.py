@@ -1,31 +1,49 @@
-"""Dream a folder (or glob) of images, a batch per compiled call; reruns resume.
+"""Dream a folder, glob or list file of images, a batch per compiled call; reruns resume.
 
   python scripts/batch_dream.py --inputs=photos/ --output_dir=dreams/ --batch_size=8
+  python scripts/batch_dream.py --inputs=paths.txt --output_dir=dreams/ --devices=all
   python scripts/batch_dream.py --inputs='photos/*.jpg' --output_dir=dreams/ \
       --objective='inception_4c/output;channel(inception_4d/3x3_reduce,139)'
+  # one job over several processes or hosts (run each with its own --process_id):
+  python scripts/batch_dream.py --inputs=photos/ --output_dir=dreams/ \
+      --coordinator_address=host0:1234 --num_processes=2 --process_id=0
 """
 import sys
 
 from absl import flags
 
-from dream_jax import batch, cli
+from dream_jax import batch, cli, distributed
 from dream_jax import flags as dream_flags
 
 make_request = dream_flags.define_dream_flags()
 flags.adopt_module_key_flags(dream_flags)  # --help lists the dream flags
-_INPUTS = flags.DEFINE_string("inputs", None, "Folder or glob of input images.", required=True)
+_INPUTS = flags.DEFINE_string(
+    "inputs", None, "Folder, glob, or list file (one image path a line, relative to the "
+    "list file's folder) of input images.", required=True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the PNGs go.", required=True)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per compiled call.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per compiled call (all devices).")
+_DEVICES = flags.DEFINE_string("devices", "all",
+                               "This process's devices to shard each batch over: 'all' or N.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0, to join a multi-process job "
+    "(jax.distributed.initialize).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1.")
 
 
 def main():
+    share = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     texts = batch.split_objectives(flags.FLAGS.objective)
     summary = batch.run_batch(_INPUTS.value, _OUTPUT_DIR.value, make_request(None, texts[0]),
                               batch_size=_BATCH_SIZE.value,
-                              weights_dir=make_request.weights_dir.value, objective_texts=texts)
+                              weights_dir=make_request.weights_dir.value, objective_texts=texts,
+                              devices=_DEVICES.value, share=share)
+    where = (f", process {share.process_id} of {share.num_processes}"
+             if share.num_processes > 1 else "")
     print(f"{'interrupted: ' if summary['interrupted'] else ''}done {summary['done']}, "
           f"skipped {summary['skipped']} (already there), failed {len(summary['failed'])} "
-          f"in {summary['seconds']:.1f}s")
+          f"in {summary['seconds']:.1f}s ({summary['images_per_second']:.2f} images/s on "
+          f"{summary['devices']} device(s){where})")
     if summary["interrupted"]:
         sys.exit(130)
     if summary["failed"]:

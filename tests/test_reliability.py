@@ -615,7 +615,7 @@ def test_batch_killed_repeatedly_then_resumed_loses_and_repeats_nothing(weights_
         record = json.loads(image_io.read_png_metadata(out / name)[render.METADATA_KEY])
         assert record["request"]["input"] == name  # a name, never a path
     assert _hidden(out) == []
-    summary = json.loads((out / "batch_summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["done"] == remaining and not summary["interrupted"]
 
 
@@ -631,7 +631,7 @@ def test_batch_sigint_stops_cleanly_with_a_summary(weights_dir, tmp_path):
     assert proc.returncode == 130, stdout + stderr
     assert "Traceback" not in stderr
     assert stdout.startswith("interrupted: done ")
-    summary = json.loads((out / "batch_summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True
     written = sorted(p.name for p in out.glob("*.png"))
     assert 1 <= len(written) < len(names) and summary["done"] in (len(written), len(written) - 1)

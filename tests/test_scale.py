@@ -1,0 +1,296 @@
+"""Scale (issue 12): streamed batches, sharding over devices, several processes."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dream_jax import batch, devices, distributed, inputs, render, stream
+from dream_jax.config import DreamConfig
+from dream_jax.errors import UserError
+from tests.conftest import ROOT, assert_one_line_error, run_main
+
+TINY = ["--octaves=1", "--steps=1", "--objective=inception_3a/output"]
+
+
+def _save(path: Path, size=(32, 32), seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _request(**config) -> render.DreamRequest:
+    return render.DreamRequest(input=None, objective="inception_3a/output",
+                               config=DreamConfig(octave_n=1, iter_n=1, **config))
+
+
+def _pngs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+# --- pieces, no weights ----------------------------------------------------------------
+
+def test_device_choice_and_padding():
+    cpu = devices.choose("all")
+    assert devices.choose("1") == cpu[:1] and devices.choose(None) == cpu
+    for bad, fragment in [("0", "positive count"), ("two", "'all' or a positive count"),
+                          (str(len(cpu) + 1), "only")]:
+        with pytest.raises(UserError, match=fragment):
+            devices.choose(bad)
+    assert devices.padded_size(13, 4) == 16 and devices.padded_size(8, 4) == 8
+    padded = devices.pad(np.arange(5)[:, None], 8)
+    assert padded[:, 0].tolist() == [0, 1, 2, 3, 4, 4, 4, 4]
+
+
+def test_processes_split_the_stream_once_and_flags_are_checked():
+    shares = [distributed.Share(i, 3) for i in range(3)]
+    assert all(sum(s.owns(i) for s in shares) == 1 for i in range(100))
+    for args, fragment in [(("h:1", None, 0), "go together"), (("nope", 2, 0), "HOST:PORT"),
+                           (("127.0.0.1:1", 2, 2), "process_id"),
+                           (("127.0.0.1:1", 0, 0), "num_processes")]:
+        with pytest.raises(UserError, match=fragment):
+            distributed.initialize(*args)
+    assert distributed.initialize(None, None, None) == distributed.Share()
+
+
+def test_list_file_streams_names_and_refuses_taken_ones(tmp_path):
+    (tmp_path / "sub").mkdir()
+    listing = tmp_path / "list.txt"
+    listing.write_text("# photos\na.png\n\nsub/a.png\nsub/a.jpg\nother/a.png\n")
+    assert inputs.count(str(listing)) == 4
+    got = list(inputs.entries(str(listing), ["x"], tmp_path / "out"))
+    assert [e.input for e in got] == [tmp_path / "a.png", tmp_path / "sub" / "a.png",
+                                      tmp_path / "sub" / "a.jpg", tmp_path / "other" / "a.png"]
+    assert [e.outputs[0][1].name if e.outputs else None for e in got] == [
+        "a.png", "a.png.png", "a.jpg.png", None]
+    assert "already taken" in got[3].error
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    with pytest.raises(UserError, match="no input images"):
+        inputs.count(str(empty))
+
+
+def test_grouping_by_shape_keeps_memory_bounded():
+    shapes = [(i % 5, 0) for i in range(100)]  # five sizes, interleaved
+    read = [0]
+
+    def items():
+        for shape in shapes:
+            read[0] += 1
+            yield shape
+    groups, emitted = [], 0
+    for group in stream.group_by_shape(items(), lambda s: s, batch_size=4, max_pending=6):
+        assert read[0] - emitted <= 7  # waiting items never pass max_pending + 1
+        emitted += len(group)
+        groups.append(group)
+    assert sorted(s for g in groups for s in g) == sorted(shapes)
+    assert all(len(set(g)) == 1 and len(g) <= 4 for g in groups)
+
+
+def test_prefetch_forwards_errors_and_writer_stops_at_the_first():
+    def items():
+        yield 1
+        raise UserError("bad stream")
+    with pytest.raises(UserError, match="bad stream"):
+        list(stream.Prefetch(items(), size=1))
+    written = []
+
+    def write(x):
+        if x == 2:
+            raise OSError("full")
+        written.append(x)
+    writer = stream.Writer(write, size=1)
+    for x in range(4):
+        try:
+            writer.submit(x)
+        except OSError:
+            break
+    writer.close()
+    assert written == [0, 1] and isinstance(writer.error, OSError)
+
+
+def test_bad_devices_flag_is_one_line_before_weights(tmp_path):
+    _save(tmp_path / "a.png")
+    for flag, fragment in [("--devices=0", "positive count"), ("--devices=99", "only 1")]:
+        proc = run_main("batch_dream", "--weights=/nonexistent", f"--inputs={tmp_path}",
+                        f"--output_dir={tmp_path / 'out'}", flag)
+        assert_one_line_error(proc, fragment)
+
+
+# --- streaming, with the real weights ------------------------------------------------------
+
+@pytest.mark.slow
+def test_stream_of_hundreds_with_corrupt_files(weights_dir, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = [f"img{i:03d}.png" for i in range(240)]
+    for i, name in enumerate(names):
+        _save(folder / name, seed=i)
+    bad = {"bad0.png": b"not a png", "bad1.jpg": b"", "bad2.png": b"\x89PNG\r\n\x1a\n"}
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(f"in/{n}" for n in sorted([*names, *bad])) + "\n")
+    out = tmp_path / "out"
+    summary = batch.run_batch(str(listing), str(out), _request(), batch_size=16,
+                              weights_dir=weights_dir, progress=False, log=lambda *a, **k: None)
+    assert summary["done"] == len(names) and summary["skipped"] == 0
+    assert summary["devices"] == 1 and summary["processes"] == 1
+    assert summary["images_per_second"] > 0
+    assert sorted(f["input"] for f in summary["failed"]) == sorted(str(folder / n) for n in bad)
+    assert all("\n" not in f["error"] and f["error"] for f in summary["failed"])
+    assert sorted(_pngs(out)) == names
+    assert json.loads((out / "summary.json").read_text()) == summary
+    again = batch.run_batch(str(listing), str(out), _request(), batch_size=16,
+                            weights_dir=weights_dir, progress=False, log=lambda *a, **k: None)
+    assert again["done"] == 0 and again["skipped"] == len(names) and len(again["failed"]) == 3
+
+
+# --- sharding over 4 fake CPU devices (a subprocess: the others keep one device) -----------
+
+_SHARDED = """
+import sys
+import jax, numpy as np
+from dream_jax import api, deepdream, objectives, weights
+from dream_jax.config import DreamConfig
+params = weights.load_params(sys.argv[1])
+assert jax.device_count() == 4
+images = np.random.default_rng(0).integers(0, 256, (13, 40, 48, 3), dtype=np.uint8)
+per_item = [objectives.parse("inception_3a/output")] * 13
+keys = jax.vmap(jax.random.PRNGKey)(np.arange(13))
+placements = []
+dream = deepdream.deepdream
+def spy(params, images, *args, **kwargs):
+    out = dream(params, images, *args, **kwargs)
+    placements.append((str(getattr(images, "sharding", None)), len(out.sharding.device_set),
+                       sorted(s.data.shape[0] for s in out.addressable_shards)))
+    return out
+deepdream.deepdream = spy
+config = DreamConfig(octave_n=2, iter_n=1)
+one = api.dream_pixels(params, images, per_item, config, keys, devices=jax.devices()[:1])
+four = api.dream_pixels(params, images, per_item, config, keys, devices=jax.devices())
+assert four.shape == one.shape == (13, 40, 48, 3)
+assert placements[1][0].startswith("NamedSharding") and "'batch': 4" in placements[1][0]
+assert placements[1][1:] == (4, [4, 4, 4, 4]), placements
+assert placements[0][1] == 1
+assert np.array_equal(one, four), np.abs(one.astype(int) - four).max()
+from dream_jax import api as dream_api  # the one-call API: one image padded to 4 devices
+alone = dream_api.dream(images[0], "inception_3a/output", params=params, octave_n=1, iter_n=1,
+                        devices=jax.devices())
+assert np.array_equal(alone, dream_api.dream(images[0], "inception_3a/output", params=params,
+                                             octave_n=1, iter_n=1))
+print("ok")
+"""
+
+
+def _env(**extra) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+    env.pop("XLA_FLAGS", None) if "XLA_FLAGS" not in extra else None
+    return env
+
+
+@pytest.mark.slow
+def test_four_devices_equal_one_and_the_batch_is_sharded(weights_dir, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _SHARDED, str(weights_dir)], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path,
+                          env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4",
+                                   DREAM_JAX_CACHE=str(tmp_path / "cache")))
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+# --- two processes joined by jax.distributed ---------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _batch(weights_dir, folder, out, *extra) -> list[str]:
+    return [sys.executable, str(ROOT / "scripts" / "batch_dream.py"), f"--weights={weights_dir}",
+            f"--inputs={folder}", f"--output_dir={out}", "--batch_size=2", *TINY, *extra]
+
+
+@pytest.mark.slow
+def test_two_processes_dream_each_input_once_as_one_process_does(weights_dir, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = [f"p{i}.png" for i in range(7)]
+    for i, name in enumerate(names):
+        _save(folder / name, size=(32, 40), seed=i)
+    env = _env(DREAM_JAX_CACHE=str(tmp_path / "cache"))
+    single = subprocess.run(_batch(weights_dir, folder, tmp_path / "one"), capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert single.returncode == 0, single.stderr
+    address = f"127.0.0.1:{_free_port()}"
+    out = tmp_path / "two"
+    procs = [subprocess.Popen(_batch(weights_dir, folder, out, f"--coordinator_address={address}",
+                                     "--num_processes=2", f"--process_id={i}"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for i in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    for proc, (stdout, stderr) in zip(procs, results):
+        assert proc.returncode == 0, stderr[-3000:]
+    assert "done 4," in results[0][0] and "done 3," in results[1][0]  # 0,2,4,6 and 1,3,5
+    assert _pngs(out) == _pngs(tmp_path / "one")
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["skipped"], summary["processes"]) == (7, 0, 2)
+    # Restarted with the same flags: nothing is dreamed again.
+    (out / names[3]).unlink()  # as if process 1 had died before writing it
+    address = f"127.0.0.1:{_free_port()}"
+    procs = [subprocess.Popen(_batch(weights_dir, folder, out, f"--coordinator_address={address}",
+                                     "--num_processes=2", f"--process_id={i}"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for i in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results[1][1][-3000:]
+    assert "done 0, skipped 4" in results[0][0] and "done 1, skipped 2" in results[1][0]
+    assert _pngs(out) == _pngs(tmp_path / "one")
+
+
+@pytest.mark.slow
+def test_a_killed_process_takes_the_job_down_and_a_rerun_finishes_it(weights_dir, tmp_path):
+    # jax's coordination service aborts every task when one dies and comes back,
+    # so "restart" means the job: its outputs so far are whole and kept.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(10):
+        _save(folder / f"p{i}.png", size=(64, 64), seed=i)
+    out = tmp_path / "out"
+    env = _env(DREAM_JAX_CACHE=str(tmp_path / "cache"))
+    slow = ["--batch_size=1", "--octaves=2", "--steps=10", "--objective=inception_3b/output"]
+
+    def job():
+        address = f"127.0.0.1:{_free_port()}"
+        return [subprocess.Popen(_batch(weights_dir, folder, out, *slow,
+                                        f"--coordinator_address={address}",
+                                        "--num_processes=2", f"--process_id={i}"),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                for i in range(2)]
+    procs = job()
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("*.png"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    procs[1].kill()
+    procs[1].wait()
+    try:
+        procs[0].communicate(timeout=5)
+    except subprocess.TimeoutExpired:  # waiting for its peer: the job is down, stop it too
+        procs[0].kill()
+        procs[0].communicate()
+    kept = _pngs(out)
+    assert 2 <= len(kept) < 10
+    procs = job()
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results[1][1][-3000:]
+    done = sum(int(r[0].split("done ")[1].split(",")[0]) for r in results)
+    assert done == 10 - len(kept)
+    final = _pngs(out)
+    assert sorted(final) == [f"p{i}.png" for i in range(10)]
+    assert all(final[name] == data for name, data in kept.items())
