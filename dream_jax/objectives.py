@@ -162,7 +162,21 @@ class ChannelProduct:
         return f"channel_product({self.layer},{self.channel},{self.other})"
 
 
-Term = L2 | Mean | Channel | Neuron | ClassLogit | Guide | ChannelProduct
+@dataclasses.dataclass(frozen=True)
+class Direction:
+    """Mean over positions of the dot product with a vector in channel space:
+    a feature that is a mix of channels. A tuple, so the term stays hashable."""
+    layer: str
+    vector: tuple
+
+    def __call__(self, acts, data):
+        return jnp.mean(acts[self.layer] @ jnp.asarray(self.vector, acts[self.layer].dtype))
+
+    def __str__(self):
+        return f"direction({self.layer},<{len(self.vector)}>)"
+
+
+Term = L2 | Mean | Channel | Neuron | ClassLogit | Guide | ChannelProduct | Direction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +247,9 @@ def _validate(term) -> None:
         for bad in (c for c in picked if not 0 <= c < n):
             raise ObjectiveError(f"channel {bad} out of range for {term.layer} "
                                  f"(0..{n - 1})")
+    if isinstance(term, Direction) and len(term.vector) != _channels(term.layer):
+        raise ObjectiveError(f"direction needs {_channels(term.layer)} numbers for "
+                             f"{term.layer}, got {len(term.vector)}")
     if isinstance(term, Neuron) and not (0 <= term.y <= 1 and 0 <= term.x <= 1):
         raise ObjectiveError(f"neuron position ({term.y}, {term.x}) must be fractions in [0, 1]")
     if isinstance(term, ClassLogit) and not 0 <= term.index < googlenet.NUM_CLASSES:
@@ -262,6 +279,11 @@ def neuron(name: str, index: int, y: float = 0.5, x: float = 0.5) -> Objective:
 
 def channel_product(name: str, a: int, b: int) -> Objective:
     return Objective((ChannelProduct(name, int(a), int(b)),), (1.0,))
+
+
+def direction(name: str, vector) -> Objective:
+    """Python API only: the vector has one number per channel."""
+    return Objective((Direction(name, tuple(float(v) for v in np.ravel(vector))),), (1.0,))
 
 
 def class_logit(index: int) -> Objective:

@@ -122,3 +122,17 @@ def test_channel_product_value_and_gradient():
     assert parsed.terms[0] == term and obj.parse(str(parsed)) == parsed
     with pytest.raises(ObjectiveError, match="channel 256 out of range"):
         obj.channel_product("inception_3a/output", 0, 256)
+
+
+def test_direction_value_and_gradient():
+    x = jnp.zeros((1, 2, 256)).at[0, 0, :3].set(jnp.array([1.0, 2.0, 3.0])).at[0, 1, 0].set(5.0)
+    v = np.zeros(256); v[:3] = [1.0, -1.0, 2.0]
+    o = obj.direction("inception_3a/output", v)
+    term = o.terms[0]
+    # positions: 1 - 2 + 6 = 5 and 5 -> mean 5; gradient v / 2 everywhere
+    assert float(term({"inception_3a/output": x}, {})) == pytest.approx(5.0)
+    grad = jax.grad(lambda a: term({"inception_3a/output": a}, {}))(x)
+    np.testing.assert_allclose(grad, np.broadcast_to(v / 2, (1, 2, 256)))
+    assert (o - obj.channel("inception_3a/output", 0)).weights == (1.0, -1.0)
+    with pytest.raises(ObjectiveError, match="needs 256 numbers"):
+        obj.direction("inception_3a/output", [1.0, 2.0])
