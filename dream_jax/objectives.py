@@ -176,7 +176,23 @@ class Direction:
         return f"direction({self.layer},<{len(self.vector)}>)"
 
 
-Term = L2 | Mean | Channel | Neuron | ClassLogit | Guide | ChannelProduct | Direction
+@dataclasses.dataclass(frozen=True)
+class Custom:
+    """Any Python callable over the activation dict (one image, no batch axis).
+    `layer` is the deepest tap it reads: the net runs up to it."""
+    fn: object
+    layer: str
+    name: str = "custom"
+    separable = False  # an arbitrary function need not split over tiles
+
+    def __call__(self, acts, data):
+        return self.fn(acts)
+
+    def __str__(self):
+        return f"{self.name}({self.layer})"
+
+
+Term = L2 | Mean | Channel | Neuron | ClassLogit | Guide | ChannelProduct | Direction | Custom
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,6 +300,13 @@ def channel_product(name: str, a: int, b: int) -> Objective:
 def direction(name: str, vector) -> Objective:
     """Python API only: the vector has one number per channel."""
     return Objective((Direction(name, tuple(float(v) for v in np.ravel(vector))),), (1.0,))
+
+
+def custom(fn, name: str, label: str = "custom") -> Objective:
+    """Python API only: `fn(acts) -> scalar`, reading taps up to layer `name`."""
+    if not callable(fn):
+        raise ObjectiveError(f"custom objectives take a callable, not {fn!r}")
+    return Objective((Custom(fn, name, label),), (1.0,))
 
 
 def class_logit(index: int) -> Objective:

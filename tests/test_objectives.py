@@ -136,3 +136,15 @@ def test_direction_value_and_gradient():
     assert (o - obj.channel("inception_3a/output", 0)).weights == (1.0, -1.0)
     with pytest.raises(ObjectiveError, match="needs 256 numbers"):
         obj.direction("inception_3a/output", [1.0, 2.0])
+
+
+def test_custom_callable_value_gradient_and_composition():
+    x = jnp.array([[[1.0, 2.0], [3.0, 4.0]]])
+    o = obj.custom(lambda acts: jnp.sum(acts["conv2/norm2"] ** 2), "conv2/norm2", "energy")
+    term = o.terms[0]
+    assert float(term({"conv2/norm2": x}, {})) == pytest.approx(30.0)
+    np.testing.assert_allclose(jax.grad(lambda a: term({"conv2/norm2": a}, {}))(x), 2 * x)
+    both = 2 * o - obj.mean("conv2/norm2")
+    assert both.weights == (2.0, -1.0) and str(both).startswith("2*energy(conv2/norm2)")
+    value = obj.evaluate(both.terms, both.weights, {"conv2/norm2": x}, {})
+    assert float(value) == pytest.approx(60.0 - 2.5)
