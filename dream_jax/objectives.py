@@ -145,7 +145,54 @@ class Guide:
         return f"guide({self.layer})"
 
 
-Term = L2 | Mean | Channel | Neuron | ClassLogit | Guide
+@dataclasses.dataclass(frozen=True)
+class ChannelProduct:
+    """Channel interaction: the product of two channels' means, high only where
+    both fire (lucid's `channel(a) * channel(b)`, kept linear in the weights)."""
+    layer: str
+    channel: int
+    other: int
+    separable = False  # a product of whole-map means does not split over tiles
+
+    def __call__(self, acts, data):
+        x = acts[self.layer]
+        return jnp.mean(x[..., self.channel]) * jnp.mean(x[..., self.other])
+
+    def __str__(self):
+        return f"channel_product({self.layer},{self.channel},{self.other})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Direction:
+    """Mean over positions of the dot product with a vector in channel space:
+    a feature that is a mix of channels. A tuple, so the term stays hashable."""
+    layer: str
+    vector: tuple
+
+    def __call__(self, acts, data):
+        return jnp.mean(acts[self.layer] @ jnp.asarray(self.vector, acts[self.layer].dtype))
+
+    def __str__(self):
+        return f"direction({self.layer},<{len(self.vector)}>)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Custom:
+    """Any Python callable over the activation dict (one image, no batch axis).
+    `layer` is the deepest tap it reads: the net runs up to it."""
+    fn: object
+    layer: str
+    name: str = "custom"
+    separable = False  # an arbitrary function need not split over tiles
+
+    def __call__(self, acts, data):
+        return self.fn(acts)
+
+    def __str__(self):
+        return f"{self.name}({self.layer})"
+
+
+Term = L2 | Mean | Channel | Neuron | ClassLogit | Guide | ChannelProduct | Direction | Custom
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,16 +257,20 @@ def as_objective(value) -> Objective:
 
 def _validate(term) -> None:
     _check_layer(term.layer)
-    if isinstance(term, (Channel, Neuron)):
+    if isinstance(term, (Channel, Neuron, ChannelProduct)):
         n = _channels(term.layer)
-        if not 0 <= term.channel < n:
-            raise ObjectiveError(f"channel {term.channel} out of range for {term.layer} "
+        picked = (term.channel, term.other) if isinstance(term, ChannelProduct) else (term.channel,)
+        for bad in (c for c in picked if not 0 <= c < n):
+            raise ObjectiveError(f"channel {bad} out of range for {term.layer} "
                                  f"(0..{n - 1})")
+    if isinstance(term, Direction) and len(term.vector) != _channels(term.layer):
+        raise ObjectiveError(f"direction needs {_channels(term.layer)} numbers for "
+                             f"{term.layer}, got {len(term.vector)}")
     if isinstance(term, Neuron) and not (0 <= term.y <= 1 and 0 <= term.x <= 1):
         raise ObjectiveError(f"neuron position ({term.y}, {term.x}) must be fractions in [0, 1]")
     if isinstance(term, ClassLogit) and not 0 <= term.index < googlenet.NUM_CLASSES:
         raise ObjectiveError(f"class {term.index} out of range (0..{googlenet.NUM_CLASSES - 1})")
-    if isinstance(term, (L2, Mean, Channel, Neuron, Guide)) and term.layer in ("prob", CLASSIFIER):
+    if isinstance(term, (L2, Mean, Channel, Neuron, Guide, ChannelProduct)) and term.layer in ("prob", CLASSIFIER):
         if not isinstance(term, (L2, Mean)):
             raise ObjectiveError(f"{term.layer} has no spatial channels; use class(K)")
 
@@ -242,6 +293,22 @@ def neuron(name: str, index: int, y: float = 0.5, x: float = 0.5) -> Objective:
     return Objective((Neuron(name, int(index), float(y), float(x)),), (1.0,))
 
 
+def channel_product(name: str, a: int, b: int) -> Objective:
+    return Objective((ChannelProduct(name, int(a), int(b)),), (1.0,))
+
+
+def direction(name: str, vector) -> Objective:
+    """Python API only: the vector has one number per channel."""
+    return Objective((Direction(name, tuple(float(v) for v in np.ravel(vector))),), (1.0,))
+
+
+def custom(fn, name: str, label: str = "custom") -> Objective:
+    """Python API only: `fn(acts) -> scalar`, reading taps up to layer `name`."""
+    if not callable(fn):
+        raise ObjectiveError(f"custom objectives take a callable, not {fn!r}")
+    return Objective((Custom(fn, name, label),), (1.0,))
+
+
 def class_logit(index: int) -> Objective:
     return Objective((ClassLogit(int(index)),), (1.0,))
 
@@ -258,7 +325,8 @@ _NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
 _TOKEN = re.compile(rf"\s*(?:(?P<num>{_NUMBER})|(?P<call>[a-z_0-9]+)\s*\((?P<args>[^()]*)\)"
                     rf"|(?P<name>[A-Za-z_][A-Za-z0-9_/]*)|(?P<op>[-+*]))")
 _CALLS = {"l2": (layer, 1, 1), "mean": (mean, 1, 1), "channel": (channel, 2, 2),
-          "neuron": (neuron, 2, 4), "class": (class_logit, 1, 1), "guide": (guide, 1, 1)}
+          "neuron": (neuron, 2, 4), "class": (class_logit, 1, 1), "guide": (guide, 1, 1),
+          "channel_product": (channel_product, 3, 3)}
 
 
 def _number(text: str, what: str, integer: bool):
@@ -283,7 +351,7 @@ def _call(name: str, args_text: str) -> Objective:
     if name == "class":
         return make(_number(args[0], "class index", integer=True))
     _check_layer(args[0])
-    rest = [_number(a, f"{name}() argument", integer=(i == 0)) for i, a in enumerate(args[1:])]
+    rest = [_number(a, f"{name}() argument", integer=(i == 0 or name == "channel_product")) for i, a in enumerate(args[1:])]
     return make(args[0], *rest)
 
 

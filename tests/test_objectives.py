@@ -1,6 +1,7 @@
 """Objectives: composition, the text grammar, and what each term computes."""
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -108,3 +109,42 @@ def test_weight_matrix_aligns_objectives_over_shared_terms():
     terms = obj.union_terms([a, b])
     assert terms == (obj.L2("inception_4c/output"), obj.Mean("conv2/norm2"))
     np.testing.assert_array_equal(obj.weight_matrix([a, b], terms), [[1, 2], [0, -1]])
+
+
+def test_channel_product_value_and_gradient():
+    # 1x2 map, 3 channels: means 2 and 5 -> product 10; d/dx[.,a] = mean_b / N = 2.5
+    x = jnp.array([[[1.0, 0.0, 4.0], [3.0, 0.0, 6.0]]])
+    term = obj.ChannelProduct("inception_3a/output", 0, 2)
+    assert float(term({"inception_3a/output": x}, {})) == pytest.approx(10.0)
+    grad = jax.grad(lambda a: term({"inception_3a/output": a}, {}))(x)
+    np.testing.assert_allclose(grad, [[[2.5, 0.0, 1.0], [2.5, 0.0, 1.0]]])
+    parsed = obj.parse("channel_product(inception_3a/output, 0, 2) - 0.5*channel(inception_3a/output,1)")
+    assert parsed.terms[0] == term and obj.parse(str(parsed)) == parsed
+    with pytest.raises(ObjectiveError, match="channel 256 out of range"):
+        obj.channel_product("inception_3a/output", 0, 256)
+
+
+def test_direction_value_and_gradient():
+    x = jnp.zeros((1, 2, 256)).at[0, 0, :3].set(jnp.array([1.0, 2.0, 3.0])).at[0, 1, 0].set(5.0)
+    v = np.zeros(256); v[:3] = [1.0, -1.0, 2.0]
+    o = obj.direction("inception_3a/output", v)
+    term = o.terms[0]
+    # positions: 1 - 2 + 6 = 5 and 5 -> mean 5; gradient v / 2 everywhere
+    assert float(term({"inception_3a/output": x}, {})) == pytest.approx(5.0)
+    grad = jax.grad(lambda a: term({"inception_3a/output": a}, {}))(x)
+    np.testing.assert_allclose(grad, np.broadcast_to(v / 2, (1, 2, 256)))
+    assert (o - obj.channel("inception_3a/output", 0)).weights == (1.0, -1.0)
+    with pytest.raises(ObjectiveError, match="needs 256 numbers"):
+        obj.direction("inception_3a/output", [1.0, 2.0])
+
+
+def test_custom_callable_value_gradient_and_composition():
+    x = jnp.array([[[1.0, 2.0], [3.0, 4.0]]])
+    o = obj.custom(lambda acts: jnp.sum(acts["conv2/norm2"] ** 2), "conv2/norm2", "energy")
+    term = o.terms[0]
+    assert float(term({"conv2/norm2": x}, {})) == pytest.approx(30.0)
+    np.testing.assert_allclose(jax.grad(lambda a: term({"conv2/norm2": a}, {}))(x), 2 * x)
+    both = 2 * o - obj.mean("conv2/norm2")
+    assert both.weights == (2.0, -1.0) and str(both).startswith("2*energy(conv2/norm2)")
+    value = obj.evaluate(both.terms, both.weights, {"conv2/norm2": x}, {})
+    assert float(value) == pytest.approx(60.0 - 2.5)
