@@ -230,7 +230,10 @@ class _Engine:
     def __init__(self, request: render.DreamRequest, all_terms: tuple, weights_dir, chosen):
         self.request, self.devices = request, chosen
         self.weights_sha256 = weights.read_manifest(weights_dir)["sha256"]
-        self.params = weights.load_params(weights_dir)
+        # Placed once, as dream_pixels places them, so batches do not copy them again.
+        self.params = jax.device_put(
+            weights.load_params(weights_dir),
+            devices_.replicated(devices_.mesh(chosen)) if len(chosen) > 1 else chosen[0])
         guide_rgb = (image_io.read_image(request.guide, request.max_pixels)[0]
                      if request.guide else None)
         self.data = api.guide_data(self.params, guide_rgb, all_terms)

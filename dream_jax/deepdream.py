@@ -174,6 +174,7 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     chex.assert_shape(keys, (batch, 2))
     chex.assert_shape(weights, (batch, len(terms)))
     data = data or {}
+    params = jax.device_put(params)  # once per dream, not per octave call (a placed tree stays)
     if not fits_network(height, width, layers):
         raise UserError(f"image {width}x{height} is too small for {layers[-1]}")
     shapes = octave_shapes(height, width, config.octave_n, config.octave_scale)[::-1]

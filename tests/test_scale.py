@@ -25,6 +25,14 @@ def _save(path: Path, size=(32, 32), seed=0) -> Path:
     return path
 
 
+def _folder_of(folder: Path, names: list[str], **save) -> Path:
+    """A new folder of seeded random images, one per name (seed = position)."""
+    folder.mkdir()
+    for i, name in enumerate(names):
+        _save(folder / name, seed=i, **save)
+    return folder
+
+
 def _request(**config) -> render.DreamRequest:
     return render.DreamRequest(input=None, objective="inception_3a/output",
                                config=DreamConfig(octave_n=1, iter_n=1, **config))
@@ -127,11 +135,8 @@ def test_bad_devices_flag_is_one_line_before_weights(tmp_path):
 
 @pytest.mark.slow
 def test_stream_of_hundreds_with_corrupt_files(weights_dir, tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
     names = [f"img{i:03d}.png" for i in range(240)]
-    for i, name in enumerate(names):
-        _save(folder / name, seed=i)
+    folder = _folder_of(tmp_path / "in", names)
     bad = {"bad0.png": b"not a png", "bad1.jpg": b"", "bad2.png": b"\x89PNG\r\n\x1a\n"}
     for name, data in bad.items():
         (folder / name).write_bytes(data)
@@ -219,11 +224,8 @@ def _batch(weights_dir, folder, out, *extra) -> list[str]:
 
 @pytest.mark.slow
 def test_two_processes_dream_each_input_once_as_one_process_does(weights_dir, tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
     names = [f"p{i}.png" for i in range(7)]
-    for i, name in enumerate(names):
-        _save(folder / name, size=(32, 40), seed=i)
+    folder = _folder_of(tmp_path / "in", names, size=(32, 40))
     env = _env(DREAM_JAX_CACHE=str(tmp_path / "cache"))
     single = subprocess.run(_batch(weights_dir, folder, tmp_path / "one"), capture_output=True,
                             text=True, timeout=600, env=env)
@@ -258,10 +260,7 @@ def test_two_processes_dream_each_input_once_as_one_process_does(weights_dir, tm
 def test_a_killed_process_takes_the_job_down_and_a_rerun_finishes_it(weights_dir, tmp_path):
     # jax's coordination service aborts every task when one dies and comes back,
     # so "restart" means the job: its outputs so far are whole and kept.
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(10):
-        _save(folder / f"p{i}.png", size=(64, 64), seed=i)
+    folder = _folder_of(tmp_path / "in", [f"p{i}.png" for i in range(10)], size=(64, 64))
     out = tmp_path / "out"
     env = _env(DREAM_JAX_CACHE=str(tmp_path / "cache"))
     slow = ["--batch_size=1", "--octaves=2", "--steps=10", "--objective=inception_3b/output"]
