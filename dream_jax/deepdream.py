@@ -174,6 +174,10 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     chex.assert_shape(keys, (batch, 2))
     chex.assert_shape(weights, (batch, len(terms)))
     data = data or {}
+    if not layers:
+        raise UserError(f"objective {objective_list[0]} reads no network layer: add a layer term")
+    objectives.check_classes(objectives.Objective(terms, (1.0,) * len(terms)),
+                             googlenet.num_classes(params))
     params = jax.device_put(params)  # once per dream, not per octave call (a placed tree stays)
     if not fits_network(height, width, layers):
         raise UserError(f"image {width}x{height} is too small for {layers[-1]}")

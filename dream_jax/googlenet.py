@@ -41,6 +41,7 @@ LAYERS: tuple[str, ...] = (
     "pool5/7x7_s1", "loss3/classifier", "prob",
 )
 NUM_CLASSES = 1000
+CLASSIFIER_LAYER = "loss3/classifier"
 INPUT_SIZE = 224  # classification size; the convolutional taps take any size
 
 
@@ -166,6 +167,11 @@ def apply(params, images: jax.Array, taps: Sequence[str], kernels: str = "native
     `kernels` ("native" or "custom", see caffe_ops) picks the gradient path."""
     model = MODEL if kernels == "native" else GoogLeNet(kernels=kernels)
     return model.apply({"params": params}, images, tuple(taps))
+
+
+def num_classes(params) -> int:
+    """The classifier's width: 1000 for ImageNet, other counts for other models."""
+    return params[CLASSIFIER_LAYER]["kernel"].shape[-1]
 
 
 @functools.cache

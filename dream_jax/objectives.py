@@ -17,8 +17,20 @@ Text form (flags): terms joined by `+`/`-`, each optionally `NUMBER *`:
     mean(LAYER)            mean activation (the TensorFlow tutorial's loss)
     channel(LAYER, C)      mean of channel C
     neuron(LAYER, C[, Y, X])  channel C at one position (default: the centre)
-    class(K)               logit of ImageNet class K (loss3/classifier)
+    class(K)               logit of class K (loss3/classifier)
     guide(LAYER)           best-match dot product with a guide image's features
+    channel_product(LAYER, A, B)  product of two channels' means (interaction)
+    diversity(LAYER)       how unlike the batch's other images this one is
+                           (lucid's Gram-matrix diversity; 0 for one image)
+    tv()                   total variation of the image (a penalty: `- 0.1*tv()`)
+    blur()                 distance to the image blurred (lucid's blur penalty)
+    image_l1(), image_l2() size of the image's deviation from the mean colour
+    input_distance()       mean squared distance to the input image (feature
+                           accentuation: `channel(L,C) - 10*input_distance()`)
+
+Image terms read the image itself (key `INPUT`), in [0, 1] units measured from
+the mean colour; `input_distance` reads the octave's input (key `REFERENCE`).
+Python only: `direction(LAYER, vector)` and `custom(fn, LAYER)`.
 """
 from __future__ import annotations
 
@@ -26,6 +38,7 @@ import dataclasses
 import re
 from typing import Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -33,6 +46,8 @@ from dream_jax import googlenet
 from dream_jax.errors import UserError
 
 CLASSIFIER = "loss3/classifier"
+INPUT = "input"          # acts[INPUT]: the image, model space / 255
+REFERENCE = "reference"  # acts[REFERENCE]: the image the dream started from, same units
 
 
 class ObjectiveError(UserError, ValueError):
@@ -192,7 +207,103 @@ class Custom:
         return f"{self.name}({self.layer})"
 
 
-Term = L2 | Mean | Channel | Neuron | ClassLogit | Guide | ChannelProduct | Direction | Custom
+# --- image terms: penalties on the picture itself, composed like any term ---
+
+
+@dataclasses.dataclass(frozen=True)
+class TotalVariation:
+    """Mean absolute difference between neighbouring pixels: high for noise."""
+    layer: str = INPUT
+    separable = False  # differences across a tile's edge
+
+    def __call__(self, acts, data):
+        x = acts[INPUT]
+        return (jnp.mean(jnp.abs(x[1:] - x[:-1])) + jnp.mean(jnp.abs(x[:, 1:] - x[:, :-1])))
+
+    def __str__(self):
+        return "tv()"
+
+
+@dataclasses.dataclass(frozen=True)
+class Blur:
+    """0.5 * mean squared difference to the 3x3-box-blurred image, the blur held
+    constant: its gradient step moves the image towards its blur (lucid's
+    `blur_input_each_step`)."""
+    layer: str = INPUT
+    separable = False
+
+    def __call__(self, acts, data):
+        x = acts[INPUT]
+        padded = jnp.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        h, w = x.shape[:2]
+        blurred = sum(padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9
+        return 0.5 * jnp.mean((x - jax.lax.stop_gradient(blurred)) ** 2)
+
+    def __str__(self):
+        return "blur()"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageNorm:
+    """Mean |x| (order 1) or 0.5 * mean x^2 (order 2) of the image's deviation from
+    the mean colour: a penalty keeps colours tame."""
+    order: int
+    layer: str = INPUT
+    separable = False
+
+    def __call__(self, acts, data):
+        x = acts[INPUT]
+        return jnp.mean(jnp.abs(x)) if self.order == 1 else 0.5 * jnp.mean(x * x)
+
+    def __str__(self):
+        return f"image_l{self.order}()"
+
+
+@dataclasses.dataclass(frozen=True)
+class InputDistance:
+    """Mean squared distance to the image the dream started from: as a penalty it
+    keeps a dream close to its photo (feature accentuation)."""
+    layer: str = INPUT
+    separable = False
+
+    def __call__(self, acts, data):
+        return jnp.mean((acts[INPUT] - acts[REFERENCE]) ** 2)
+
+    def __str__(self):
+        return "input_distance()"
+
+
+# --- batch terms: one value per image that depends on the whole batch ---
+
+
+@dataclasses.dataclass(frozen=True)
+class Diversity:
+    """lucid's diversity: minus the mean cosine similarity between this image's
+    channel Gram matrix and each other image's in the batch. `contributions`
+    takes the batch's activations (B, H, W, C) and gives one value per image."""
+    layer: str
+    separable = False
+    batch = True
+
+    def contributions(self, acts):
+        x = acts[self.layer]
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        grams = jnp.einsum("bpc,bpd->bcd", flat, flat).reshape(x.shape[0], -1)
+        grams = grams / (jnp.linalg.norm(grams, axis=-1, keepdims=True) + 1e-10)
+        similarity = grams @ grams.T
+        others = jnp.sum(similarity, axis=1) - jnp.diagonal(similarity)
+        return -others / max(x.shape[0] - 1, 1)
+
+    def __call__(self, acts, data):
+        raise ObjectiveError(f"{self} compares the images of a batch; evaluate it with "
+                             f"evaluate_batch")
+
+    def __str__(self):
+        return f"diversity({self.layer})"
+
+
+Term = (L2 | Mean | Channel | Neuron | ClassLogit | Guide | ChannelProduct | Direction | Custom
+        | TotalVariation | Blur | ImageNorm | InputDistance | Diversity)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +324,11 @@ class Objective:
     @property
     def needs_guide(self) -> bool:
         return any(isinstance(t, Guide) for t in self.terms)
+
+    @property
+    def couples_batch(self) -> bool:
+        """Whether a term compares the images of a batch (diversity)."""
+        return any(getattr(t, "batch", False) for t in self.terms)
 
     def __add__(self, other):
         other = as_objective(other)
@@ -240,7 +356,7 @@ class Objective:
 
 
 def layers_of(terms) -> tuple[str, ...]:
-    """The taps a set of terms reads, in network order."""
+    """The network taps a set of terms reads, in network order (image terms read none)."""
     needed = {t.layer for t in terms}
     return tuple(layer for layer in googlenet.LAYERS if layer in needed)
 
@@ -256,6 +372,10 @@ def as_objective(value) -> Objective:
 
 
 def _validate(term) -> None:
+    if term.layer == INPUT:
+        if isinstance(term, ImageNorm) and term.order not in (1, 2):
+            raise ObjectiveError(f"image norms are of order 1 or 2, not {term.order}")
+        return
     _check_layer(term.layer)
     if isinstance(term, (Channel, Neuron, ChannelProduct)):
         n = _channels(term.layer)
@@ -268,11 +388,20 @@ def _validate(term) -> None:
                              f"{term.layer}, got {len(term.vector)}")
     if isinstance(term, Neuron) and not (0 <= term.y <= 1 and 0 <= term.x <= 1):
         raise ObjectiveError(f"neuron position ({term.y}, {term.x}) must be fractions in [0, 1]")
-    if isinstance(term, ClassLogit) and not 0 <= term.index < googlenet.NUM_CLASSES:
-        raise ObjectiveError(f"class {term.index} out of range (0..{googlenet.NUM_CLASSES - 1})")
-    if isinstance(term, (L2, Mean, Channel, Neuron, Guide, ChannelProduct)) and term.layer in ("prob", CLASSIFIER):
+    if isinstance(term, ClassLogit) and term.index < 0:
+        raise ObjectiveError(f"class {term.index} out of range (classes count from 0)")
+    if isinstance(term, (Channel, Neuron, Guide, ChannelProduct, Direction, Diversity)) \
+            and term.layer in ("prob", CLASSIFIER):
         if not isinstance(term, (L2, Mean)):
             raise ObjectiveError(f"{term.layer} has no spatial channels; use class(K)")
+
+
+def check_classes(objective: Objective, num_classes: int) -> None:
+    """class(K) must name a class of the model in use (its classifier's width)."""
+    for term in objective.terms:
+        if isinstance(term, ClassLogit) and not 0 <= term.index < num_classes:
+            raise ObjectiveError(f"class {term.index} out of range: this model has "
+                                 f"{num_classes} classes (0..{num_classes - 1})")
 
 
 # Constructors, lucid style.
@@ -317,6 +446,30 @@ def guide(name: str) -> Objective:
     return Objective((Guide(name),), (1.0,))
 
 
+def diversity(name: str) -> Objective:
+    return Objective((Diversity(name),), (1.0,))
+
+
+def tv() -> Objective:
+    return Objective((TotalVariation(),), (1.0,))
+
+
+def blur() -> Objective:
+    return Objective((Blur(),), (1.0,))
+
+
+def image_l1() -> Objective:
+    return Objective((ImageNorm(1),), (1.0,))
+
+
+def image_l2() -> Objective:
+    return Objective((ImageNorm(2),), (1.0,))
+
+
+def input_distance() -> Objective:
+    return Objective((InputDistance(),), (1.0,))
+
+
 DEFAULT = "inception_4c/output"
 
 # --- the text form ---
@@ -326,7 +479,9 @@ _TOKEN = re.compile(rf"\s*(?:(?P<num>{_NUMBER})|(?P<call>[a-z_0-9]+)\s*\((?P<arg
                     rf"|(?P<name>[A-Za-z_][A-Za-z0-9_/]*)|(?P<op>[-+*]))")
 _CALLS = {"l2": (layer, 1, 1), "mean": (mean, 1, 1), "channel": (channel, 2, 2),
           "neuron": (neuron, 2, 4), "class": (class_logit, 1, 1), "guide": (guide, 1, 1),
-          "channel_product": (channel_product, 3, 3)}
+          "channel_product": (channel_product, 3, 3), "diversity": (diversity, 1, 1),
+          "tv": (tv, 0, 0), "blur": (blur, 0, 0), "image_l1": (image_l1, 0, 0),
+          "image_l2": (image_l2, 0, 0), "input_distance": (input_distance, 0, 0)}
 
 
 def _number(text: str, what: str, integer: bool):
@@ -350,6 +505,8 @@ def _call(name: str, args_text: str) -> Objective:
                              f"argument(s), got {len(args)}")
     if name == "class":
         return make(_number(args[0], "class index", integer=True))
+    if not args:
+        return make()
     _check_layer(args[0])
     rest = [_number(a, f"{name}() argument", integer=(i == 0 or name == "channel_product")) for i, a in enumerate(args[1:])]
     return make(args[0], *rest)
@@ -420,3 +577,17 @@ def weight_matrix(objectives, terms: tuple) -> np.ndarray:
 def evaluate(terms: tuple, weights, acts: Mapping, data: Mapping):
     """sum_i weights[i] * terms[i](acts) for one image (acts without batch axis)."""
     return sum(weights[i] * term(acts, data) for i, term in enumerate(terms))
+
+
+def evaluate_batch(terms: tuple, weights, acts: Mapping, data: Mapping):
+    """(B,) values for a batch: weights (B, T), acts with a batch axis. Batch
+    terms (diversity) see the whole batch; the others are evaluated per image.
+    The gradient of the sum gives each image its own ascent direction."""
+    per_image = tuple(t for t in terms if not getattr(t, "batch", False))
+    index = [terms.index(t) for t in per_image]
+    values = jax.vmap(lambda w, a: evaluate(per_image, w, a, data))(weights[:, index], acts) \
+        if per_image else 0.0
+    for i, term in enumerate(terms):
+        if getattr(term, "batch", False):
+            values = values + weights[:, i] * term.contributions(acts)
+    return values

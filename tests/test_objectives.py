@@ -39,7 +39,6 @@ def test_layers_are_in_network_order():
     ("inception_9z/output", "valid layers: conv1/7x7_s2"),
     ("channel(inception_4c/output, 512)", "out of range"),
     ("channel(inception_4c/output, -1)", "out of range"),
-    ("class(1000)", "out of range"),
     ("foo(inception_4c/output)", "unknown objective function"),
     ("inception_4c/output +", "ends with an operator"),
     ("+ + inception_4c/output", "two operators"),
@@ -148,3 +147,11 @@ def test_custom_callable_value_gradient_and_composition():
     assert both.weights == (2.0, -1.0) and str(both).startswith("2*energy(conv2/norm2)")
     value = obj.evaluate(both.terms, both.weights, {"conv2/norm2": x}, {})
     assert float(value) == pytest.approx(60.0 - 2.5)
+
+
+def test_class_index_is_checked_against_the_model_in_use():
+    objective = obj.parse("class(1000)")  # a class count is the model's, known once it loads
+    obj.check_classes(obj.parse("class(364)"), 365)
+    with pytest.raises(ObjectiveError, match=r"class 1000 out of range: this model has 1000 "
+                                             r"classes \(0..999\)"):
+        obj.check_classes(objective, 1000)
