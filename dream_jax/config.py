@@ -12,7 +12,7 @@ import math
 from dream_jax.caffe_ops import KERNELS
 from dream_jax.errors import UserError
 
-NORMALIZERS = ("mean_abs", "std")
+NORMALIZERS = ("mean_abs", "std", "lapnorm")
 PRECISIONS = ("float32", "bfloat16")
 MAX_OCTAVES = 100  # far beyond any useful pyramid; keeps absurd counts from running for hours
 MAX_STEPS = 100_000
@@ -32,7 +32,8 @@ class DreamConfig:
     step_size: float = _field(1.5, "step_size", "Step size of the normalised ascent.")
     jitter: int = _field(32, "jitter", "Random roll per step, in pixels.")
     normalize: str = _field("mean_abs", "normalize",
-                            "Gradient normalisation: mean |g| (original) or std (TF tutorial).",
+                            "Gradient normalisation: mean |g| (original), std (TF tutorial) or lapnorm "
+                            "(each Laplacian-pyramid band by its RMS: the TF inception5h example).",
                             NORMALIZERS)
     tile_size: int = _field(
         0, "tile_size", "0: the whole image's gradient when it fits --memory_budget, else "

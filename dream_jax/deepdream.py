@@ -26,8 +26,8 @@ import optax
 from absl import logging
 from jax import lax
 
-from dream_jax import (caffe_ops, compile_cache, devices, googlenet, gradients, objectives,
-                       preprocess)
+from dream_jax import (caffe_ops, compile_cache, devices, googlenet, gradients, lapnorm,
+                       objectives, preprocess)
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
 
@@ -48,10 +48,23 @@ def normalized_ascent(step_size: float, normalize: str = "mean_abs"
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make_step(image, key, gradient, optimizer, opt_state, jitter: int):
-    """One step on one image (H, W, 3); `gradient(image)` is d objective / d image."""
+def ascent(config: "StepConfig") -> optax.GradientTransformation:
+    """The dream's update rule: the normalised step, or the Laplacian-normalised one."""
+    if config.normalize == "lapnorm":
+        return optax.chain(lapnorm.laplacian_normalize(), optax.scale(config.step_size))
+    return normalized_ascent(config.step_size, config.normalize)
+
+
+def make_step(image, key, gradient, optimizer, opt_state, jitter: int, reference=None,
+              masks=None):
+    """One step on one image (H, W, 3); `gradient(image, reference)` is d objective
+    / d image. With region masks (K, H, W, 1) it gives one gradient per region
+    (K, H, W, 3), and each counts where its mask is white."""
     oy, ox = jax.random.randint(key, (2,), -jitter, jitter + 1)
-    g = jnp.roll(gradient(jnp.roll(image, (oy, ox), (0, 1))), (-oy, -ox), (0, 1))
+    roll = functools.partial(jnp.roll, shift=(oy, ox), axis=(0, 1))
+    g = jnp.roll(gradient(roll(image), jax.tree.map(roll, reference)), (-oy, -ox), (-3, -2))
+    if masks is not None:
+        g = jnp.sum(masks * g, axis=0)
     updates, opt_state = optimizer.update(g, opt_state, image)
     image = jnp.nan_to_num(optax.apply_updates(image, updates))  # never let a NaN out
     return jnp.clip(image, _LOW, _HIGH), opt_state
@@ -72,32 +85,49 @@ class StepConfig:
                    caffe_ops.resolve_kernels(config.kernels))
 
 
-def objective_value(params, image, weights, data, terms, kernels: str):
-    """The objective for one image (H, W, 3), in float32 whatever the network's dtype."""
+def objective_value(params, image, weights, data, terms, kernels: str, reference=None):
+    """The objective for one image (H, W, 3), in float32 whatever the network's dtype.
+    Image terms see the image (and the octave's input, `reference`) in model space."""
     network_dtype = jax.tree.leaves(params)[0].dtype
     acts = googlenet.apply(params, image[None].astype(network_dtype),
                            objectives.layers_of(terms), kernels)
-    return objectives.evaluate(terms, weights, {k: v[0].astype(jnp.float32)
-                                                for k, v in acts.items()}, data)
+    acts = {k: v[0].astype(jnp.float32) for k, v in acts.items()}
+    acts[objectives.INPUT] = image
+    if reference is not None:
+        acts[objectives.REFERENCE] = reference
+    return objectives.evaluate(terms, weights, acts, data)
+
+
+def needs_reference(terms) -> bool:
+    return any(isinstance(t, objectives.InputDistance) for t in terms)
 
 
 @functools.partial(jax.jit, static_argnames=("terms", "gradient", "config"))
-def dream_octave(params, images, weights, data, keys, steps, *, terms, gradient,
-                 config: StepConfig):
+def dream_octave(params, images, weights, data, keys, steps, references=None, masks=None, *,
+                 terms, gradient, config: StepConfig):
     """`steps` steps on images (B, H, W, 3) with weights (B, T) and keys (B, 2).
-    `steps` is data: any step count shares one compilation."""
+    `steps` is data: any step count shares one compilation. `references`
+    (B, H, W, 3): the images `input_distance` measures from. With region `masks`
+    (B, K, H, W, 1), weights are (B, K, T): objective k dreams where mask k is white."""
     params = jax.tree.map(lambda p: p.astype(config.precision), params)
-    optimizer = normalized_ascent(config.step_size, config.normalize)
+    optimizer = ascent(config)
 
-    def step(image, weights, key, opt_state):
-        value = functools.partial(objective_value, params, weights=weights, data=data,
-                                  terms=terms, kernels=config.kernels)
-        return make_step(image, key, functools.partial(gradient, value), optimizer, opt_state,
-                         config.jitter)
+    def step(image, weights, key, opt_state, reference, masks):
+        def region_gradient(weights, image, reference):
+            value = functools.partial(objective_value, params, weights=weights, data=data,
+                                      terms=terms, kernels=config.kernels, reference=reference)
+            return gradient(value, image)
+
+        def image_gradient(image, reference):
+            if masks is None:
+                return region_gradient(weights, image, reference)
+            return jax.vmap(region_gradient, (0, None, None))(weights, image, reference)
+        return make_step(image, key, image_gradient, optimizer, opt_state, config.jitter,
+                         reference, masks)
 
     def body(i, carry):
         step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, i)
-        return jax.vmap(step)(carry[0], weights, step_keys, carry[1])
+        return jax.vmap(step)(carry[0], weights, step_keys, carry[1], references, masks)
 
     images, _ = lax.fori_loop(0, steps, body, (images, jax.vmap(optimizer.init)(images)))
     return images
@@ -159,23 +189,46 @@ def gradient_for(shape: tuple[int, int], batch: int, terms, config: DreamConfig)
     return gradient
 
 
+def _region_weights(objective_list, masks):
+    """The terms and the weights: (B, T), or (B, K, T) with K region masks, where
+    each entry of objective_list is a tuple of K objectives."""
+    if masks is None:
+        terms = objectives.union_terms(objective_list)
+        return terms, objectives.weight_matrix(objective_list, terms)
+    regions = [tuple(entry) for entry in objective_list]
+    if any(len(r) != masks.shape[-1] for r in regions):
+        raise UserError(f"{masks.shape[-1]} region mask(s) need as many objectives per image")
+    terms = objectives.union_terms([o for r in regions for o in r])
+    return terms, np.stack([objectives.weight_matrix(r, terms) for r in regions])
+
+
 def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(),
-              keys=None, data=None, on_octave=None):
+              keys=None, data=None, on_octave=None, masks=None):
     """The octave loop. images: (B, H, W, 3) model space; objective_list: one
     Objective per image; keys: (B, 2). Returns the dreamed batch in model space.
-    `on_octave(octave, steps)` is called after each octave (a host sync)."""
+    Region `masks` (B, H, W, K) in [0, 1]: objective_list then holds K objectives
+    per image, objective k dreams where mask k is white, and where no mask is
+    white the input is kept (grey blends). `on_octave(octave, steps)` is called
+    after each octave (a host sync)."""
     chex.assert_rank(images, 4)
     chex.assert_axis_dimension(images, 3, 3)
     batch, height, width = images.shape[:3]
-    terms = objectives.union_terms(objective_list)
-    weights = jnp.asarray(objectives.weight_matrix(objective_list, terms))
+    terms, weights = _region_weights(objective_list, masks)
+    weights = jnp.asarray(weights)
     layers = objectives.layers_of(terms)
     keys = jnp.stack([jax.random.PRNGKey(0)] * batch) if keys is None else keys
     chex.assert_shape(keys, (batch, 2))
-    chex.assert_shape(weights, (batch, len(terms)))
+    chex.assert_shape(weights, (batch, *([] if masks is None else [masks.shape[-1]]),
+                                len(terms)))
+    if masks is not None:
+        chex.assert_shape(masks, (batch, height, width, None))
     data = data or {}
     if not layers:
         raise UserError(f"objective {objective_list[0]} reads no network layer: add a layer term")
+    coupled = [str(t) for t in terms if getattr(t, "batch", False)]
+    if coupled:
+        raise UserError(f"{', '.join(coupled)} compares the images of a batch, which a dream "
+                        f"takes one by one; use it in scripts/visualize.py")
     objectives.check_classes(objectives.Objective(terms, (1.0,) * len(terms)),
                              googlenet.num_classes(params))
     params = jax.device_put(params)  # once per dream, not per octave call (a placed tree stays)
@@ -189,24 +242,33 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     place = (lambda x: jax.device_put(x, sharding)) if sharding else (lambda x: x)
     weights, keys = place(weights), place(keys)
     per_device = batch // len(sharding.device_set) if sharding else batch  # memory is per device
+    with_reference = needs_reference(terms)
+
+    def shaped(*shape):
+        return jax.ShapeDtypeStruct((batch, *shape), jnp.float32, sharding=sharding)
     compiling = iter(compile_cache.compile_ahead(dream_octave, [
         (dict(terms=terms, config=StepConfig.of(config),
               gradient=gradient_for(shape, per_device, terms, config)),
-         (params, jax.ShapeDtypeStruct((batch, *shape, 3), jnp.float32, sharding=sharding),
-          weights, data, keys, steps))
+         (params, shaped(*shape, 3), weights, data, keys, steps,
+          shaped(*shape, 3) if with_reference else None,
+          None if masks is None else shaped(masks.shape[-1], *shape, 1)))
         for shape in shapes if fits_network(*shape, layers)]))
     octaves = [jnp.asarray(images, jnp.float32)]
     del images  # large images: every image-sized copy counts
     for shape in shapes[-2::-1]:
         octaves.append(zoom(octaves[-1], shape))
+    masks = None if masks is None else jnp.asarray(masks, jnp.float32)
     detail = None  # dreamed minus base, carried up the pyramid
     for octave, shape in enumerate(shapes):
         base = octaves.pop()  # smallest first; dropped once its octave has run
         image = base if detail is None else base + zoom(detail, shape)
         if fits_network(*shape, layers):
             octave_keys = place(jax.vmap(jax.random.fold_in, (0, None))(keys, octave))
+            octave_masks = None if masks is None else place(
+                jnp.moveaxis(zoom(masks, shape), -1, 1)[..., None])
             image = next(compiling).result()(params, place(image), weights, data, octave_keys,
-                                             steps)
+                                             steps, place(base) if with_reference else None,
+                                             octave_masks)
         else:
             logging.warning("skipping octave %d: %dx%d is too small for %s", octave,
                             shape[1], shape[0], layers[-1])
@@ -214,4 +276,6 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
             jax.block_until_ready(image)  # so progress reports finished work
             on_octave(octave, config.iter_n)
         detail = image - base if octaves else None
+    if masks is not None:  # black keeps the input exactly, grey blends
+        image = base + jnp.clip(jnp.sum(masks, -1, keepdims=True), 0, 1) * (image - base)
     return image  # the last octave's image itself, as the notebook returns it

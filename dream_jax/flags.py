@@ -32,7 +32,9 @@ def define_dream_flags():
         "objective", objectives.DEFAULT,
         "What to maximise, e.g. 'inception_4c/output + 0.5*channel(inception_4d/3x3_reduce,139)'. "
         "Terms: LAYER, l2(LAYER), mean(LAYER), channel(LAYER,C), neuron(LAYER,C[,Y,X]), "
-        "class(K), guide(LAYER).")
+        "class(K), guide(LAYER), channel_product(LAYER,A,B); penalties on the image: tv(), "
+        "blur(), image_l1(), image_l2(), input_distance() (feature accentuation: "
+        "'channel(inception_4c/output,3) - 0.5*input_distance()').")
     config = _config_flags()
     seed = flags.DEFINE_integer("seed", 0, "Random seed (jitter, default noise).")
     guide = flags.DEFINE_string("guide", None, "Guide image for guide(LAYER) objectives.")
@@ -42,13 +44,20 @@ def define_dream_flags():
     noise_size = flags.DEFINE_integer("noise_size", render.DEFAULT_NOISE_SIZE,
                                       "Side of the default noise input (when there is no --input).")
     weights_dir = flags.DEFINE_string("weights", None, "Converted weights folder (default: weights/).")
+    mask = flags.DEFINE_string(
+        "mask", None, "Dream only where this image is white (black keeps the input, grey "
+        "blends); resized to the input.")
+    regions = flags.DEFINE_multi_string(
+        "region", [], "MASK.png:OBJECTIVE, repeatable: dream OBJECTIVE where MASK is white; "
+        "with --mask, --objective is one more region. Pixels in no region keep the input.")
 
     def request(input_path, objective_text=None) -> render.DreamRequest:
         return render.DreamRequest(
             input=input_path, objective=objective_text or objective.value,
             config=DreamConfig(**{name: holder.value for name, holder in config.items()}),
             seed=seed.value, guide=guide.value, max_side=max_side.value,
-            max_pixels=max_pixels.value, noise_size=noise_size.value)
+            max_pixels=max_pixels.value, noise_size=noise_size.value, mask=mask.value,
+            regions=tuple(render.parse_region(r) for r in regions.value))
 
     request.weights_dir = weights_dir
     return request

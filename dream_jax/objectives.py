@@ -26,10 +26,11 @@ Text form (flags): terms joined by `+`/`-`, each optionally `NUMBER *`:
     blur()                 distance to the image blurred (lucid's blur penalty)
     image_l1(), image_l2() size of the image's deviation from the mean colour
     input_distance()       mean squared distance to the input image (feature
-                           accentuation: `channel(L,C) - 10*input_distance()`)
+                           accentuation: `channel(L,C) - 0.5*input_distance()`)
 
-Image terms read the image itself (key `INPUT`), in [0, 1] units measured from
-the mean colour; `input_distance` reads the octave's input (key `REFERENCE`).
+Image terms read the image itself (key `INPUT`) in model space: pixel levels
+(0..255 steps) measured from the mean colour, the units a dream steps in;
+`input_distance` reads the octave's input (key `REFERENCE`).
 Python only: `direction(LAYER, vector)` and `custom(fn, LAYER)`.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ from dream_jax import googlenet
 from dream_jax.errors import UserError
 
 CLASSIFIER = "loss3/classifier"
-INPUT = "input"          # acts[INPUT]: the image, model space / 255
+INPUT = "input"          # acts[INPUT]: the image, model space (BGR levels minus the mean)
 REFERENCE = "reference"  # acts[REFERENCE]: the image the dream started from, same units
 
 

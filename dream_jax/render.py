@@ -44,12 +44,15 @@ class DreamRequest:
     max_side: int = 0            # 0 keeps the input's size
     noise_size: int = DEFAULT_NOISE_SIZE
     max_pixels: int = image_io.DEFAULT_MAX_PIXELS
+    mask: str | None = None      # white = dream the objective, black = keep, grey = blend
+    regions: tuple = ()          # ((mask, objective), ...): one objective per region
 
     def __post_init__(self):
         """Everything that can be checked without loading weights or pixels."""
-        objective = self.parsed_objective
-        if objective.needs_guide and not self.guide:
-            raise UserError(f"objective {self.objective!r} uses guide(); pass --guide=IMAGE")
+        object.__setattr__(self, "regions", tuple(tuple(r) for r in self.regions))
+        for objective in self.region_objectives:
+            if objective.needs_guide and not self.guide:
+                raise UserError(f"objective {str(objective)!r} uses guide(); pass --guide=IMAGE")
         checks = [
             (self.max_side >= 0, f"max_side must be >= 0 (0 keeps the size), got {self.max_side}"),
             (self.noise_size >= 32, f"noise_size must be >= 32, got {self.noise_size}"),
@@ -66,6 +69,31 @@ class DreamRequest:
     @property
     def parsed_objective(self) -> objectives.Objective:
         return objectives.parse(self.objective)
+
+    @property
+    def region_list(self) -> list[tuple[str, str]]:
+        """[(mask path, objective text)]: --mask with --objective, then each --region."""
+        return ([(self.mask, self.objective)] if self.mask else []) + list(self.regions)
+
+    @property
+    def region_objectives(self) -> list[objectives.Objective]:
+        """The objectives that dream (every region's, or the one objective)."""
+        regions = self.region_list
+        return [objectives.parse(text) for _, text in regions] if regions \
+            else [self.parsed_objective]
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return objectives.layers_of(objectives.union_terms(self.region_objectives))
+
+
+def parse_region(text: str) -> tuple[str, str]:
+    """'MASK.png:OBJECTIVE' -> (mask, objective), split at the last ':' (objectives
+    have none; a Windows drive letter stays in the path)."""
+    mask, sep, objective = text.rpartition(":")
+    if not sep or not mask or not objective.strip():
+        raise UserError(f"--region={text!r}: expected MASK.png:OBJECTIVE")
+    return mask, objective.strip()
 
 
 def check_size(name: str, height: int, width: int, config: DreamConfig,
@@ -143,7 +171,7 @@ def noise_image(seed: int, size: int) -> np.ndarray:
 
 def load_input(request: DreamRequest) -> tuple[np.ndarray, np.ndarray | None]:
     """The input's pixels (or the seeded noise), checked with `check_size`."""
-    layers = request.parsed_objective.layers
+    layers = request.layers
     if request.input is None:
         size = request.noise_size
         check_size("noise input", size, size, request.config, layers)
@@ -154,6 +182,15 @@ def load_input(request: DreamRequest) -> tuple[np.ndarray, np.ndarray | None]:
     return rgb, alpha
 
 
+def load_masks(request: DreamRequest, height: int, width: int) -> np.ndarray | None:
+    """(H, W, K) region masks in [0, 1] resized to the image, or None."""
+    regions = request.region_list
+    if not regions:
+        return None
+    return api.region_masks([image_io.read_image(path, request.max_pixels)[0]
+                             for path, _ in regions], height, width)
+
+
 def metadata(request: DreamRequest, weights_sha256: str) -> dict[str, str]:
     """The PNG text chunks: the request with file names only, and checksums."""
     def name(path):
@@ -161,9 +198,12 @@ def metadata(request: DreamRequest, weights_sha256: str) -> dict[str, str]:
     record = {
         "version": __version__,
         "request": {**dataclasses.asdict(request), "input": name(request.input),
-                    "guide": name(request.guide)},
+                    "guide": name(request.guide), "mask": name(request.mask),
+                    "regions": [(name(m), o) for m, o in request.regions]},
         "input_sha256": None if request.input is None else _sha256(request.input),
         "guide_sha256": None if request.guide is None else _sha256(request.guide),
+        "mask_sha256": None if request.mask is None else _sha256(request.mask),
+        "region_sha256": [_sha256(m) for m, _ in request.regions],
         "weights_sha256": weights_sha256,
         "backend": jax.default_backend(),
     }
@@ -191,7 +231,8 @@ def _locate(what: str, name: str | None, given: str | None, digest: str | None,
 
 
 def request_from_png(path: str | os.PathLike, input_path: str | None = None,
-                     guide_path: str | None = None) -> tuple[DreamRequest, dict]:
+                     guide_path: str | None = None, mask_path: str | None = None
+                     ) -> tuple[DreamRequest, dict]:
     """The request stored in a dream's PNG, with its files located and checked
     (see `_locate`), and the stored record."""
     path = Path(path)
@@ -206,6 +247,12 @@ def request_from_png(path: str | os.PathLike, input_path: str | None = None,
                                   record.get("input_sha256"), path)
         fields["guide"] = _locate("guide", fields["guide"], guide_path,
                                   record.get("guide_sha256"), path)
+        fields["mask"] = _locate("mask", fields.get("mask"), mask_path,
+                                 record.get("mask_sha256"), path)
+        fields["regions"] = tuple(
+            (_locate("region mask", mask, None, digest, path), objective)
+            for (mask, objective), digest in zip(fields.get("regions", ()),
+                                                 record.get("region_sha256", ())))
         return DreamRequest(**fields), record
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{path}: unreadable dream_jax metadata ({e})") from None
@@ -214,25 +261,28 @@ def request_from_png(path: str | os.PathLike, input_path: str | None = None,
 def render(request: DreamRequest, output: str | os.PathLike, params=None,
            weights_dir=None, progress: bool = True, replay_record: dict | None = None) -> dict:
     """Dream `request` into `output` (PNG with metadata). Returns a summary dict."""
-    objective = request.parsed_objective
+    region_objectives = request.region_objectives
     output = check_output(output)
     start = time.perf_counter()
     rgb, alpha = load_input(request)
+    masks = load_masks(request, *rgb.shape[:2])
     guide_rgb = image_io.read_image(request.guide, request.max_pixels)[0] if request.guide else None
     manifest = weights.read_manifest(weights_dir)
     if replay_record is not None and replay_record.get("weights_sha256") != manifest["sha256"]:
         raise UserError("cannot replay: the dream was made with different weights "
                         f"(sha256 {replay_record.get('weights_sha256')})")
     params = weights.load_params(weights_dir) if params is None else params
-    data = api.guide_data(params, guide_rgb, objective.terms)
+    data = api.guide_data(params, guide_rgb, objectives.union_terms(region_objectives))
     bar = tqdm(total=request.config.octave_n * request.config.iter_n, unit="step",
                desc="dream", disable=None if progress else True,  # None: terminals only
                leave=False)
     try:
         dreamed = api.dream_pixels(
-            params, rgb[None], [objective], request.config,
-            keys=jax.random.PRNGKey(request.seed)[None], data=data,
-            on_octave=lambda octave, steps: bar.update(request.config.iter_n))[0]
+            params, rgb[None],
+            [region_objectives[0] if masks is None else tuple(region_objectives)],
+            request.config, keys=jax.random.PRNGKey(request.seed)[None], data=data,
+            on_octave=lambda octave, steps: bar.update(request.config.iter_n),
+            masks=None if masks is None else masks[None])[0]
     finally:
         bar.close()
     image_io.write_png(output, dreamed, alpha, metadata(request, manifest["sha256"]))

@@ -2,6 +2,11 @@
 
   python scripts/dream.py --input=sky.jpg --output=sky_dream.png
   python scripts/dream.py --output=noise.png --objective="channel(inception_4c/output,67)"
+  python scripts/dream.py --input=sky.jpg --mask=sky_mask.png --output=masked.png
+  python scripts/dream.py --input=sky.jpg --region=top.png:inception_4c/output \
+      --region=bottom.png:"channel(inception_4c/output,3)" --output=regions.png
+  python scripts/dream.py --input=sky.jpg --output=accent.png \
+      --objective="channel(inception_4c/output,3) - 0.5*input_distance()"
   python scripts/dream.py --replay=sky_dream.png --output=again.png [--input=sky.jpg]
 """
 from absl import flags
@@ -22,7 +27,7 @@ def main():
     record = None
     if _REPLAY.value:
         request, record = render.request_from_png(_REPLAY.value, _INPUT.value,
-                                                  flags.FLAGS.guide)
+                                                  flags.FLAGS.guide, flags.FLAGS.mask)
     else:
         request = make_request(_INPUT.value)
     summary = render.render(request, _OUTPUT.value, weights_dir=make_request.weights_dir.value,
