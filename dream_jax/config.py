@@ -10,6 +10,7 @@ import dataclasses
 import math
 
 from dream_jax.caffe_ops import KERNELS
+from dream_jax.optimizers import OPTIMIZERS, SCHEDULES
 from dream_jax.errors import UserError
 
 NORMALIZERS = ("mean_abs", "std", "lapnorm")
@@ -35,6 +36,13 @@ class DreamConfig:
                             "Gradient normalisation: mean |g| (original), std (TF tutorial) or lapnorm "
                             "(each Laplacian-pyramid band by its RMS: the TF inception5h example).",
                             NORMALIZERS)
+    optimizer: str = _field(
+        "normalized", "optimizer", "The update rule on the normalised gradient: DeepDream's "
+        "own step (step_size levels), or an optax optimiser at rate --step_size.",
+        ("normalized",) + tuple(OPTIMIZERS))
+    schedule: str = _field(
+        "constant", "schedule", "How an optax optimiser's rate changes over an octave's "
+        "steps.", SCHEDULES)
     tile_size: int = _field(
         0, "tile_size", "0: the whole image's gradient when it fits --memory_budget, else "
         "tiles; N: tiles of N px. Tiles overlap by the objective's receptive field, so the "
@@ -63,8 +71,11 @@ class DreamConfig:
              f"tile_size must be 0 (automatic) or >= 64, got {self.tile_size}"),
             (self.memory_budget >= 0,
              f"memory_budget must be >= 0 MiB (0: automatic), got {self.memory_budget}"),
+            (self.optimizer != "normalized" or self.schedule == "constant",
+             f"schedule {self.schedule!r} needs an optax --optimizer (the normalised step has "
+             f"a fixed size)"),
         ]
-        for name in ("normalize", "precision", "kernels"):
+        for name in ("normalize", "optimizer", "schedule", "precision", "kernels"):
             choices = DreamConfig.__dataclass_fields__[name].metadata["choices"]
             checks.append((getattr(self, name) in choices,
                            f"{name} must be one of {', '.join(choices)}, "

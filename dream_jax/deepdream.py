@@ -27,7 +27,7 @@ from absl import logging
 from jax import lax
 
 from dream_jax import (caffe_ops, compile_cache, devices, googlenet, gradients, lapnorm,
-                       objectives, preprocess)
+                       objectives, optimizers, preprocess)
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
 
@@ -49,10 +49,17 @@ def normalized_ascent(step_size: float, normalize: str = "mean_abs"
 
 
 def ascent(config: "StepConfig") -> optax.GradientTransformation:
-    """The dream's update rule: the normalised step, or the Laplacian-normalised one."""
-    if config.normalize == "lapnorm":
-        return optax.chain(lapnorm.laplacian_normalize(), optax.scale(config.step_size))
-    return normalized_ascent(config.step_size, config.normalize)
+    """The dream's update rule: the gradient normalised (by mean |g|, std, or band
+    by band), then the normalised step (DeepDream's own) or an optax optimiser at
+    rate step_size, which minimises: so it is handed minus the gradient."""
+    if config.optimizer == "normalized" and config.normalize != "lapnorm":
+        return normalized_ascent(config.step_size, config.normalize)
+    unit = (lapnorm.laplacian_normalize() if config.normalize == "lapnorm"
+            else normalized_ascent(1.0, config.normalize))
+    if config.optimizer == "normalized":
+        return optax.chain(unit, optax.scale(config.step_size))
+    return optax.chain(unit, optax.scale(-1.0), optimizers.make(
+        config.optimizer, config.step_size, config.schedule, max(config.schedule_steps, 1)))
 
 
 def make_step(image, key, gradient, optimizer, opt_state, jitter: int, reference=None,
@@ -78,11 +85,16 @@ class StepConfig:
     normalize: str
     precision: str
     kernels: str  # resolved: "custom" or "native"
+    optimizer: str = "normalized"
+    schedule: str = "constant"
+    schedule_steps: int = 0  # a schedule's horizon (iter_n); 0 for a constant rate
 
     @classmethod
     def of(cls, config: DreamConfig) -> "StepConfig":
+        horizon = 0 if config.schedule == "constant" else config.iter_n
         return cls(config.step_size, config.jitter, config.normalize, config.precision,
-                   caffe_ops.resolve_kernels(config.kernels))
+                   caffe_ops.resolve_kernels(config.kernels), config.optimizer,
+                   config.schedule, horizon)
 
 
 def objective_value(params, image, weights, data, terms, kernels: str, reference=None):

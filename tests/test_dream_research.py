@@ -1,4 +1,5 @@
-"""Image penalties, feature accentuation, Laplacian normalisation and region masks."""
+"""The research side of dreams: image penalties, feature accentuation, Laplacian
+normalisation, optax optimisers by name, region masks."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -233,3 +234,33 @@ def test_masked_dream_from_the_script_replays(tmp_path, weights_dir):
     assert_one_line_error(proc, "MASK.png:OBJECTIVE")
     proc = run_main("dream", "--input=in.png", "--mask=missing.png", *common, cwd=tmp_path)
     assert_one_line_error(proc, "missing.png")
+
+
+# --- optax optimisers by name ---
+
+def test_sgd_on_the_normalised_gradient_is_the_normalised_step(params):
+    image = _photo()
+    ours = dream_jax.dream(image, LAYER, params=params, config=FAST)
+    sgd = dream_jax.dream(image, LAYER, params=params, config=FAST.replace(optimizer="sgd"))
+    assert np.abs(ours.astype(int) - sgd.astype(int)).max() <= 1
+
+
+def test_adam_with_a_schedule_dreams(params):
+    image = _photo()
+    config = FAST.replace(optimizer="adam", schedule="cosine", iter_n=4)
+    out = dream_jax.dream(image, f"channel({LAYER},5)", params=params, config=config)
+    before, after = (float(deepdream.objective_value(
+        params, jnp.asarray(preprocess.to_model(x, preprocess.DREAM_MEAN_BGR)),
+        jnp.ones(1), {}, objectives.parse(f"channel({LAYER},5)").terms, "native"))
+        for x in (image, out))
+    assert after > before
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(optimizer="adamm"), "optimizer must be one of normalized, adam"),
+    (dict(schedule="cosine"), "needs an optax --optimizer"),
+    (dict(optimizer="adam", schedule="linear"), "schedule must be one of constant"),
+])
+def test_bad_optimizer_settings_are_refused(fields, message):
+    with pytest.raises(UserError, match=message):
+        DreamConfig(**fields)
