@@ -66,12 +66,15 @@ def make_step(image, key, gradient, optimizer, opt_state, jitter: int, reference
               masks=None):
     """One step on one image (H, W, 3); `gradient(image, reference)` is d objective
     / d image. With region masks (K, H, W, 1) it gives one gradient per region
-    (K, H, W, 3), and each counts where its mask is white."""
+    (K, H, W, 3), and each counts where its mask is white, at the same strength
+    (each is scaled to unit mean |g| under its mask, as if dreamed alone)."""
     oy, ox = jax.random.randint(key, (2,), -jitter, jitter + 1)
     roll = functools.partial(jnp.roll, shift=(oy, ox), axis=(0, 1))
     g = jnp.roll(gradient(roll(image), jax.tree.map(roll, reference)), (-oy, -ox), (-3, -2))
     if masks is not None:
-        g = jnp.sum(masks * g, axis=0)
+        strength = (jnp.sum(jnp.abs(g) * masks, axis=(1, 2, 3), keepdims=True)
+                    / (3 * jnp.sum(masks, axis=(1, 2, 3), keepdims=True) + _EPS))
+        g = jnp.sum(masks * g / (strength + _EPS), axis=0)
     updates, opt_state = optimizer.update(g, opt_state, image)
     image = jnp.nan_to_num(optax.apply_updates(image, updates))  # never let a NaN out
     return jnp.clip(image, _LOW, _HIGH), opt_state
