@@ -92,21 +92,21 @@ def dream(image, objective="inception_4c/output", params=None, config: DreamConf
     config = (config or DreamConfig()).replace(**overrides)
     single_image = np.ndim(image) == 3
     images = np.asarray(image)[None] if single_image else np.asarray(image)
-    regions = list(regions or []) + ([(mask, objective)] if mask is not None else [])
+    single_objective = not isinstance(objective, (list, tuple))
     masks = None
-    if regions:
-        if isinstance(objective, (list, tuple)) and mask is None:
-            raise UserError("regions take their own objectives; pass one objective per region")
+    if mask is not None or regions:
+        if not single_objective:
+            raise UserError("with a mask or regions, give one objective per region, not a list")
+        regions = ([(mask, objective)] if mask is not None else []) + list(regions or [])
         masks = region_masks([m for m, _ in regions], *images.shape[1:3])
-        objective = tuple(objectives.as_objective(o) for _, o in regions)
-    single_objective = masks is not None or not isinstance(objective, (list, tuple))
-    objective_list = ([objective] if single_objective and masks is not None else
-                      [objectives.as_objective(o) for o in
-                       ([objective] if single_objective else objective)])
+        used = [objectives.as_objective(o) for _, o in regions]
+        objective_list = [tuple(used)]  # one entry: the regions of every image
+    else:
+        used = objective_list = [objectives.as_objective(o) for o in
+                                 ([objective] if single_objective else objective)]
     n, m = len(images), len(objective_list)
     batch = np.repeat(images, m, axis=0)  # image-major: (n0,o0), (n0,o1), ...
     per_item = [objective_list[i % m] for i in range(n * m)]
-    used = [o for entry in objective_list for o in (entry if masks is not None else (entry,))]
     data = guide_data(params, None if guide is None else np.asarray(guide),
                       objectives.union_terms(used))
     keys = jnp.stack([jax.random.PRNGKey(seed)] * (n * m))
