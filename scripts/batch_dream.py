@@ -14,6 +14,7 @@ from absl import flags
 
 from dream_jax import batch, cli, distributed, objectives, weights
 from dream_jax import flags as dream_flags
+from dream_jax.errors import WeightsError
 
 make_request = dream_flags.define_dream_flags()
 flags.adopt_module_key_flags(dream_flags)  # --help lists the dream flags
@@ -35,9 +36,14 @@ def _check_classes(texts, weights_dir):
     """class(K) out of the model's range is the request's error, not each image's:
     refused at once, from the manifest alone."""
     parsed = [objectives.parse(text) for text in texts]
-    if any(isinstance(term, objectives.ClassLogit) for o in parsed for term in o.terms):
-        for objective in parsed:
-            objectives.check_classes(objective, weights.num_classes(weights_dir))
+    if not any(isinstance(term, objectives.ClassLogit) for o in parsed for term in o.terms):
+        return
+    try:
+        classes = weights.num_classes(weights_dir)
+    except WeightsError:  # missing or bad weights: reported when they are needed, as before
+        return
+    for objective in parsed:
+        objectives.check_classes(objective, classes)
 
 
 def main():

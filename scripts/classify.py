@@ -19,11 +19,11 @@ _MAX_PIXELS = flags.DEFINE_integer("max_pixels", image_io.DEFAULT_MAX_PIXELS,
 
 
 def main():
-    # The class count is the converted model's (manifest), checked before anything heavy.
+    rgb, _ = image_io.read_image(_INPUT.value, _MAX_PIXELS.value)
+    # The class count is the converted model's (its manifest), checked before the weights load.
     classes = weights.num_classes(_WEIGHTS.value)
     if _TOP_K.value > classes:
         raise UserError(f"--top_k={_TOP_K.value}: this model has {classes} classes")
-    rgb, _ = image_io.read_image(_INPUT.value, _MAX_PIXELS.value)
     params = weights.load_params(_WEIGHTS.value)
     top = classify.classify(params, rgb, weights.load_labels(_WEIGHTS.value), _TOP_K.value)
     if _JSON.value:
