@@ -8,8 +8,9 @@ accepted, and means 1000).
 
 Loading verifies, in order: the manifest exists, the file's sha256 matches it,
 every parameter is present with the shape the model expects (the classifier's
-width taken from the manifest), and every value is finite. Each failure is a one-line `WeightsError`. safetensors is a plain
-header + raw arrays, so nothing in a weights file is ever executed.
+width taken from the manifest), and every value is finite. Each failure is a
+one-line `WeightsError`. safetensors is a plain header + raw arrays, so nothing
+in a weights file is ever executed.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def flat_key(layer: str, leaf: str) -> str:
 
 
 def expected_shapes(classes: int = googlenet.NUM_CLASSES) -> dict[str, tuple[int, ...]]:
-    return {flat_key(layer, leaf): shape for layer, leaves in googlenet.param_shapes(classes).items()
+    return {flat_key(layer, leaf): shape
+            for layer, leaves in googlenet.param_shapes(classes).items()
             for leaf, shape in leaves.items()}
 
 
