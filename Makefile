@@ -46,4 +46,4 @@ gpu-check:
 	PYTHONPATH=. $(PYTHON) scripts/gpu_check.py --out=$(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf $(VENV) weights/*.safetensors weights/manifest.json weights/synset_words.txt weights/downloads outputs
+	rm -rf $(VENV) weights/*.safetensors weights/manifest.json weights/synset_words.txt weights/labels.txt weights/downloads outputs

@@ -1,4 +1,5 @@
-"""ImageNet top-k classification with the converted GoogLeNet."""
+"""Top-k classification with a converted GoogLeNet (ImageNet's 1000 classes, or the
+converted model's own)."""
 from __future__ import annotations
 
 import functools
@@ -8,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from dream_jax import googlenet, preprocess
+from dream_jax.errors import UserError
 
 SHORT_SIDE = 256
 
@@ -31,7 +33,11 @@ def _probabilities(params, images):
 
 
 def classify(params, rgb: np.ndarray, labels: list[str], top_k: int = 5) -> list[dict]:
-    """[{"index", "label", "prob"}] for the top_k classes, most probable first."""
+    """[{"index", "label", "prob"}] for the top_k classes, most probable first.
+    `labels`: one per class of the model in `params`."""
+    classes = googlenet.num_classes(params)
+    if len(labels) != classes:
+        raise UserError(f"{len(labels)} class labels for a model with {classes} classes")
     image = preprocess.to_model(center_crop_input(rgb))[None]
     probs = np.asarray(_probabilities(params, image))[0]
     top = np.argsort(-probs, kind="stable")[:top_k]

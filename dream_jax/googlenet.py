@@ -47,8 +47,10 @@ INPUT_SIZE = 224  # classification size; the convolutional taps take any size
 
 class GoogLeNet(nn.Module):
     """The main tower of BVLC GoogLeNet (no auxiliary heads, dropout is a no-op).
-    `kernels`: the gradient path of the Caffe ops ("native" or "custom")."""
+    `kernels`: the gradient path of the Caffe ops ("native" or "custom");
+    `num_classes`: the classifier's width (1000 for ImageNet, 365 for Places365, ...)."""
     kernels: str = "native"
+    num_classes: int = NUM_CLASSES
 
     @nn.compact
     def __call__(self, images: jax.Array, taps: Sequence[str]) -> dict[str, jax.Array]:
@@ -117,7 +119,7 @@ class GoogLeNet(nn.Module):
         # The classifier is applied at every pool5 position and averaged: at
         # 224x224 pool5 is 1x1 and this is exactly Caffe's InnerProduct; larger
         # inputs get the fully-convolutional generalisation (class objectives).
-        logits = nn.Dense(NUM_CLASSES, name="loss3/classifier")(x).mean(axis=(1, 2))
+        logits = nn.Dense(self.num_classes, name="loss3/classifier")(x).mean(axis=(1, 2))
         yield "loss3/classifier", logits
         yield "prob", jax.nn.softmax(logits, axis=-1)
 
@@ -161,38 +163,51 @@ def receptive_field(layer: str) -> tuple[int, int]:
 MODEL = GoogLeNet()
 
 
+@functools.cache
+def model(kernels: str = "native", classes: int = NUM_CLASSES) -> GoogLeNet:
+    """The (stateless, shared) module for this gradient path and class count."""
+    return GoogLeNet(kernels=kernels, num_classes=classes)
+
+
 def apply(params, images: jax.Array, taps: Sequence[str], kernels: str = "native"
           ) -> dict[str, jax.Array]:
     """Pure forward pass: (params, images (N,H,W,3) model space, taps) -> {tap: array}.
-    `kernels` ("native" or "custom", see caffe_ops) picks the gradient path."""
-    model = MODEL if kernels == "native" else GoogLeNet(kernels=kernels)
-    return model.apply({"params": params}, images, tuple(taps))
+    `kernels` ("native" or "custom", see caffe_ops) picks the gradient path; the
+    classifier's width is the params' own (`num_classes`), read from shapes only,
+    so under jit it costs nothing at run time."""
+    return model(kernels, num_classes(params)).apply({"params": params}, images, tuple(taps))
 
 
 def num_classes(params) -> int:
-    """The classifier's width: 1000 for ImageNet, other counts for other models."""
-    return params[CLASSIFIER_LAYER]["kernel"].shape[-1]
+    """The classifier's width: 1000 for ImageNet, other counts for other models
+    (params without the classifier, e.g. only the stem: the default 1000)."""
+    if CLASSIFIER_LAYER not in params:
+        return NUM_CLASSES
+    return int(params[CLASSIFIER_LAYER]["kernel"].shape[-1])
 
 
 @functools.cache
-def abstract_params():
-    """The parameter pytree as ShapeDtypeStructs (no memory, no weights)."""
-    init = functools.partial(MODEL.init, taps=("prob",))
+def abstract_params(classes: int = NUM_CLASSES):
+    """The parameter pytree as ShapeDtypeStructs (no memory, no weights), for a
+    classifier of `classes` outputs."""
+    init = functools.partial(model("native", classes).init, taps=("prob",))
     image = jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
     return jax.eval_shape(init, jax.random.PRNGKey(0), image)["params"]
 
 
-def param_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
-    """{layer: {"kernel": shape, "bias": shape}} for every learned layer, in order."""
+def param_shapes(classes: int = NUM_CLASSES) -> dict[str, dict[str, tuple[int, ...]]]:
+    """{layer: {"kernel": shape, "bias": shape}} for every learned layer, in order,
+    for a classifier of `classes` outputs."""
     return {layer: {k: tuple(v.shape) for k, v in leaves.items()}
-            for layer, leaves in abstract_params().items()}
+            for layer, leaves in abstract_params(classes).items()}
 
 
 @functools.lru_cache(maxsize=512)
-def layer_shapes(height: int, width: int) -> dict[str, tuple[int, ...] | None]:
+def layer_shapes(height: int, width: int, classes: int = NUM_CLASSES
+                 ) -> dict[str, tuple[int, ...] | None]:
     """{tap: (H, W, C) or (classes,)} for one image of this size; None where the
     image is too small for that layer (a size Caffe would also reject)."""
-    params = abstract_params()
+    params = abstract_params(classes)
     def trace(taps):
         image = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
         out = jax.eval_shape(functools.partial(apply, taps=taps), params, image)

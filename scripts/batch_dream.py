@@ -12,8 +12,9 @@ import sys
 
 from absl import flags
 
-from dream_jax import batch, cli, distributed
+from dream_jax import batch, cli, distributed, objectives, weights
 from dream_jax import flags as dream_flags
+from dream_jax.errors import WeightsError
 
 make_request = dream_flags.define_dream_flags()
 flags.adopt_module_key_flags(dream_flags)  # --help lists the dream flags
@@ -31,9 +32,24 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the j
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1.")
 
 
+def _check_classes(texts, weights_dir):
+    """class(K) out of the model's range is the request's error, not each image's:
+    refused at once, from the manifest alone."""
+    parsed = [objectives.parse(text) for text in texts]
+    if not any(isinstance(term, objectives.ClassLogit) for o in parsed for term in o.terms):
+        return
+    try:
+        classes = weights.num_classes(weights_dir)
+    except WeightsError:  # missing or bad weights: reported when they are needed, as before
+        return
+    for objective in parsed:
+        objectives.check_classes(objective, classes)
+
+
 def main():
     share = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     texts = batch.split_objectives(flags.FLAGS.objective)
+    _check_classes(texts, make_request.weights_dir.value)
     summary = batch.run_batch(_INPUTS.value, _OUTPUT_DIR.value, make_request(None, texts[0]),
                               batch_size=_BATCH_SIZE.value,
                               weights_dir=make_request.weights_dir.value, objective_texts=texts,

@@ -1,15 +1,23 @@
-"""The converted weights on disk: `bvlc_googlenet.safetensors` + `manifest.json`.
+"""The converted weights on disk: `<model>.safetensors` + `manifest.json` + labels.
+
+The BVLC GoogLeNet is `bvlc_googlenet.safetensors` with `synset_words.txt`;
+another GoogLeNet-architecture model (e.g. Places365) is named after its source
+file, with `labels.txt`. The manifest names both files and records the class
+count (`num_classes`; a manifest without it is from before other models were
+accepted, and means 1000).
 
 Loading verifies, in order: the manifest exists, the file's sha256 matches it,
-every parameter is present with the shape the model expects, and every value
-is finite. Each failure is a one-line `WeightsError`. safetensors is a plain
-header + raw arrays, so nothing in a weights file is ever executed.
+every parameter is present with the shape the model expects (the classifier's
+width taken from the manifest), and every value is finite. Each failure is a
+one-line `WeightsError`. safetensors is a plain header + raw arrays, so nothing
+in a weights file is ever executed.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +31,7 @@ from dream_jax.weights.fetch import sha256_file
 WEIGHTS_FILE = "bvlc_googlenet.safetensors"
 MANIFEST_FILE = "manifest.json"
 LABELS_FILE = "synset_words.txt"
+OTHER_LABELS_FILE = "labels.txt"
 
 
 def default_dir() -> Path:
@@ -35,9 +44,10 @@ def flat_key(layer: str, leaf: str) -> str:
     return f"{layer}/{leaf}"
 
 
-def expected_shapes() -> dict[str, tuple[int, ...]]:
+def expected_shapes(classes: int = googlenet.NUM_CLASSES) -> dict[str, tuple[int, ...]]:
     return {flat_key(layer, leaf): shape
-            for layer, leaves in googlenet.param_shapes().items() for leaf, shape in leaves.items()}
+            for layer, leaves in googlenet.param_shapes(classes).items()
+            for leaf, shape in leaves.items()}
 
 
 def content_sha256(arrays: dict[str, np.ndarray]) -> str:
@@ -50,9 +60,11 @@ def content_sha256(arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def check_arrays(arrays: dict[str, np.ndarray], origin: str) -> None:
-    """Every expected parameter present, right shape, finite; nothing extra."""
-    expected = expected_shapes()
+def check_arrays(arrays: dict[str, np.ndarray], origin: str,
+                 classes: int = googlenet.NUM_CLASSES) -> None:
+    """Every expected parameter present, right shape (for a classifier of
+    `classes` outputs), finite; nothing extra."""
+    expected = expected_shapes(classes)
     missing = sorted(set(expected) - set(arrays))
     if missing:
         raise WeightsError(f"{origin}: missing parameter(s) {', '.join(missing[:5])}"
@@ -68,18 +80,27 @@ def check_arrays(arrays: dict[str, np.ndarray], origin: str) -> None:
             raise WeightsError(f"{origin}: {key} contains NaN or Inf values")
 
 
-def save(arrays: dict[str, np.ndarray], out_dir: Path, manifest: dict) -> dict:
+def classes_of(arrays: dict[str, np.ndarray]) -> int:
+    """The classifier's width in flat arrays (the model's class count)."""
+    kernel = arrays.get(flat_key(googlenet.CLASSIFIER_LAYER, "kernel"))
+    return googlenet.NUM_CLASSES if kernel is None or kernel.ndim != 2 else int(kernel.shape[1])
+
+
+def save(arrays: dict[str, np.ndarray], out_dir: Path, manifest: dict,
+         file: str = WEIGHTS_FILE) -> dict:
     """Write the safetensors file and its manifest (file first, manifest last)."""
-    check_arrays(arrays, "converted weights")
-    ordered = {k: np.ascontiguousarray(arrays[k], dtype="<f4") for k in expected_shapes()}
+    classes = classes_of(arrays)
+    check_arrays(arrays, "converted weights", classes)
+    ordered = {k: np.ascontiguousarray(arrays[k], dtype="<f4") for k in expected_shapes(classes)}
     data = safetensors.numpy.save(ordered)
-    atomic_write(out_dir / WEIGHTS_FILE, data)
+    atomic_write(out_dir / file, data)
     manifest = {
-        "file": WEIGHTS_FILE,
+        "file": file,
         "sha256": hashlib.sha256(data).hexdigest(),
         "bytes": len(data),
         "parameter_count": int(sum(a.size for a in ordered.values())),
         "content_sha256": content_sha256(ordered),
+        "num_classes": classes,
         **manifest,
     }
     atomic_write(out_dir / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
@@ -98,11 +119,34 @@ def read_manifest(weights_dir: Path | None = None) -> dict:
         raise WeightsError(f"{path}: unreadable manifest ({e})") from None
 
 
+def manifest_classes(manifest: dict, origin: str = MANIFEST_FILE) -> int:
+    """The model's class count from its manifest; 1000 for manifests from before
+    other models were accepted."""
+    classes = manifest.get("num_classes", googlenet.NUM_CLASSES)
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise WeightsError(f"{origin}: num_classes must be a positive integer, not {classes!r}")
+    return classes
+
+
+def num_classes(weights_dir: Path | None = None) -> int:
+    """The converted model's class count, from its manifest (nothing else is read)."""
+    weights_dir = Path(weights_dir or default_dir())
+    return manifest_classes(read_manifest(weights_dir), str(weights_dir / MANIFEST_FILE))
+
+
+def _file_in(weights_dir: Path, name, what: str) -> Path:
+    """A file the manifest names: a plain name inside the weights folder, nothing else."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise WeightsError(f"{weights_dir / MANIFEST_FILE}: bad {what} file name {name!r}")
+    return weights_dir / name
+
+
 def load_arrays(weights_dir: Path | None = None) -> dict[str, np.ndarray]:
     """Verified flat {"layer/kernel": array} from the converted file."""
     weights_dir = Path(weights_dir or default_dir())
     manifest = read_manifest(weights_dir)
-    path = weights_dir / manifest.get("file", WEIGHTS_FILE)
+    classes = manifest_classes(manifest, str(weights_dir / MANIFEST_FILE))
+    path = _file_in(weights_dir, manifest.get("file", WEIGHTS_FILE), "weights")
     if not path.is_file():
         raise WeightsError(f"weights file missing: {path}")
     actual = sha256_file(path)
@@ -113,7 +157,7 @@ def load_arrays(weights_dir: Path | None = None) -> dict[str, np.ndarray]:
         arrays = safetensors.numpy.load_file(str(path))
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
         raise WeightsError(f"{path}: not a valid safetensors file ({e})") from None
-    check_arrays(arrays, str(path))
+    check_arrays(arrays, str(path), classes)
     return arrays
 
 
@@ -126,13 +170,42 @@ def load_params(weights_dir: Path | None = None) -> dict:
     return params
 
 
+_SYNSET = re.compile(r"n\d{8}\s+(.*)")        # ImageNet: "n01440764 tench, Tinca tinca"
+_NAME_INDEX = re.compile(r"(\S+)\s+(\d+)")     # MIT Places: "/a/airfield 0"
+
+
+def label_lines(text: str) -> list[str]:
+    """The non-blank lines of a labels file: one class each, in output order."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def parse_label(line: str, index: int) -> str:
+    """A class name from one labels line: the synset id dropped ("n01440764 tench"),
+    or a trailing class index equal to the line's own dropped together with the
+    Places "/a/" prefix ("/a/airfield 0" -> "airfield"); otherwise the line."""
+    if match := _SYNSET.fullmatch(line):
+        return match.group(1).strip()
+    if (match := _NAME_INDEX.fullmatch(line)) and int(match.group(2)) == index:
+        return re.sub(r"^/[a-z]/", "", match.group(1))
+    return line
+
+
 def load_labels(weights_dir: Path | None = None) -> list[str]:
-    """The 1000 ImageNet class names in output order."""
-    path = Path(weights_dir or default_dir()) / LABELS_FILE
+    """The model's class names in output order (ImageNet's 1000 for BVLC GoogLeNet),
+    exactly one per class of the converted weights."""
+    weights_dir = Path(weights_dir or default_dir())
+    manifest_path = weights_dir / MANIFEST_FILE
+    manifest = read_manifest(weights_dir) if manifest_path.is_file() else {}
+    classes = manifest_classes(manifest, str(manifest_path))
+    name = manifest.get("labels", {}).get("file", LABELS_FILE) if isinstance(
+        manifest.get("labels"), dict) else LABELS_FILE
+    path = _file_in(weights_dir, name, "labels")
     if not path.is_file():
         raise WeightsError(f"class labels missing: {path} (re-run the weights conversion)")
-    labels = [line.split(" ", 1)[1].strip() if " " in line else line.strip()
-              for line in path.read_text().splitlines() if line.strip()]
-    if len(labels) != googlenet.NUM_CLASSES:
-        raise WeightsError(f"{path}: {len(labels)} labels, expected {googlenet.NUM_CLASSES}")
-    return labels
+    try:
+        lines = label_lines(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise WeightsError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+    if len(lines) != classes:
+        raise WeightsError(f"{path}: {len(lines)} labels, expected {classes} (the model's classes)")
+    return [parse_label(line, index) for index, line in enumerate(lines)]
