@@ -256,40 +256,112 @@ def test_two_processes_dream_each_input_once_as_one_process_does(weights_dir, tm
     assert _pngs(out) == _pngs(tmp_path / "one")
 
 
-@pytest.mark.slow
-def test_a_killed_process_takes_the_job_down_and_a_rerun_finishes_it(weights_dir, tmp_path):
-    # jax's coordination service aborts every task when one dies and comes back,
-    # so "restart" means the job: its outputs so far are whole and kept.
-    folder = _folder_of(tmp_path / "in", [f"p{i}.png" for i in range(10)], size=(64, 64))
-    out = tmp_path / "out"
-    env = _env(DREAM_JAX_CACHE=str(tmp_path / "cache"))
-    slow = ["--batch_size=1", "--octaves=2", "--steps=10", "--objective=inception_3b/output"]
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One compile cache for the kill tests: only the first run compiles."""
+    return tmp_path_factory.mktemp("cache")
 
-    def job():
-        address = f"127.0.0.1:{_free_port()}"
-        return [subprocess.Popen(_batch(weights_dir, folder, out, *slow,
-                                        f"--coordinator_address={address}",
-                                        "--num_processes=2", f"--process_id={i}"),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                for i in range(2)]
-    procs = job()
-    deadline = time.monotonic() + 300
-    while len(list(out.glob("*.png"))) < 2 and time.monotonic() < deadline:
+
+SLOW = ["--batch_size=1", "--octaves=2", "--steps=6", "--objective=inception_3b/output"]
+
+
+def _start(weights_dir, folder, out, address, process_id, log: Path, env, *extra):
+    return subprocess.Popen(_batch(weights_dir, folder, out, *SLOW,
+                                   f"--coordinator_address={address}", "--num_processes=2",
+                                   f"--process_id={process_id}", *extra),
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _wait_until(condition, what: str, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def _done(log: Path) -> tuple[int, int]:
+    """(done, skipped) from a batch_dream.py run's last line."""
+    line = log.read_text().strip().splitlines()[-1]
+    assert line.startswith("done "), log.read_text()[-3000:]
+    return int(line.split("done ")[1].split(",")[0]), int(line.split("skipped ")[1].split()[0])
+
+
+@pytest.fixture(scope="module")
+def ten_inputs(weights_dir, tmp_path_factory, shared_cache):
+    """Ten 64x64 inputs and what one process makes of them."""
+    root = tmp_path_factory.mktemp("ten")
+    folder = _folder_of(root / "in", [f"p{i}.png" for i in range(10)], size=(64, 64))
+    single = subprocess.run(_batch(weights_dir, folder, root / "one", *SLOW), capture_output=True,
+                            text=True, timeout=600, env=_env(DREAM_JAX_CACHE=str(shared_cache)))
+    assert single.returncode == 0, single.stderr[-3000:]
+    return folder, _pngs(root / "one")
+
+
+@pytest.mark.slow
+def test_a_killed_process_restarted_alone_finishes_its_share(weights_dir, tmp_path, ten_inputs,
+                                                             shared_cache):
+    # Process 1 is SIGKILLed after its first output: process 0 finishes its own
+    # share, says it waits, and waits; process 1 started again with the same
+    # flags rejoins the job, dreams only what its first run did not write, and
+    # process 0 merges the summaries.
+    folder, reference = ten_inputs
+    out, env = tmp_path / "out", _env(DREAM_JAX_CACHE=str(shared_cache))
+    address = f"127.0.0.1:{_free_port()}"
+    logs = [tmp_path / "log0", tmp_path / "log1", tmp_path / "log1b"]
+    procs = [_start(weights_dir, folder, out, address, i, logs[i], env) for i in range(2)]
+    ones = [f"p{i}.png" for i in range(1, 10, 2)]  # process 1's share
+    _wait_until(lambda: any((out / n).exists() for n in ones), "process 1's first output")
     procs[1].kill()
     procs[1].wait()
-    try:
-        procs[0].communicate(timeout=5)
-    except subprocess.TimeoutExpired:  # waiting for its peer: the job is down, stop it too
-        procs[0].kill()
-        procs[0].communicate()
     kept = _pngs(out)
-    assert 2 <= len(kept) < 10
-    procs = job()
-    results = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], results[1][1][-3000:]
-    done = sum(int(r[0].split("done ")[1].split(",")[0]) for r in results)
-    assert done == 10 - len(kept)
+    assert 1 <= sum(n in kept for n in ones) < len(ones), "the kill should land mid-share"
+    _wait_until(lambda: "waiting for process(es) 1, not running" in logs[0].read_text(),
+                "process 0 to wait for process 1")
+    assert procs[0].poll() is None  # the survivor waits for the restart
+    restarted = _start(weights_dir, folder, out, address, 1, logs[2], env)
+    assert restarted.wait(timeout=300) == 0, logs[2].read_text()[-3000:]
+    assert procs[0].wait(timeout=120) == 0, logs[0].read_text()[-3000:]
+    assert _done(logs[0]) == (5, 0)  # p0, p2, ..., p8: never stopped
+    kept_ones = sum(n in kept for n in ones)
+    assert _done(logs[2]) == (len(ones) - kept_ones, kept_ones)  # each input dreamed once
     final = _pngs(out)
-    assert sorted(final) == [f"p{i}.png" for i in range(10)]
-    assert all(final[name] == data for name, data in kept.items())
+    assert final == reference
+    assert all(final[n] == data for n, data in kept.items())
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["skipped"], summary["processes"]) == (
+        10 - kept_ones, kept_ones, 2)
+    assert not list(out.glob(".*"))
+
+
+@pytest.mark.slow
+def test_process_0_killed_takes_the_others_down_and_each_restart_finishes(
+        weights_dir, tmp_path, ten_inputs, shared_cache):
+    # Process 0 hosts jax's coordination service: when it dies, jax terminates
+    # the other processes. Each restarted alone, with the same flags, finds
+    # no job to join and finishes its share on its own.
+    folder, reference = ten_inputs
+    out, env = tmp_path / "out", _env(DREAM_JAX_CACHE=str(shared_cache))
+    address = f"127.0.0.1:{_free_port()}"
+    procs = [_start(weights_dir, folder, out, address, i, tmp_path / f"log{i}", env)
+             for i in range(2)]
+    zeros = [f"p{i}.png" for i in range(0, 10, 2)]
+    _wait_until(lambda: any((out / n).exists() for n in zeros), "process 0's first output")
+    procs[0].kill()
+    procs[0].wait()
+    assert procs[1].wait(timeout=120) != 0  # taken down by jax
+    kept = _pngs(out)
+    assert 1 <= sum(n in kept for n in zeros) < len(zeros), "the kill should land mid-share"
+    for process_id in (1, 0):  # one after the other: neither finds the job
+        log = tmp_path / f"restart{process_id}"
+        proc = _start(weights_dir, folder, out, address, process_id, log, env,
+                      "--join_timeout=2")
+        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+        assert "dreams its share alone" in log.read_text()
+        done, skipped = _done(log)
+        share = [f"p{i}.png" for i in range(process_id, 10, 2)]
+        assert (done, skipped) == (len(share) - sum(n in kept for n in share),
+                                   sum(n in kept for n in share))
+    final = _pngs(out)
+    assert final == reference
+    assert all(final[n] == data for n, data in kept.items())
+    assert not list(out.glob(".*"))
