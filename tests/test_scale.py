@@ -64,6 +64,8 @@ def test_processes_split_the_stream_once_and_flags_are_checked():
                            (("127.0.0.1:1", 0, 0), "num_processes")]:
         with pytest.raises(UserError, match=fragment):
             distributed.initialize(*args)
+    with pytest.raises(UserError, match="join_timeout"):
+        distributed.initialize("127.0.0.1:1", 2, 1, join_timeout=0)
     assert distributed.initialize(None, None, None) == distributed.Share()
 
 
@@ -125,7 +127,8 @@ def test_prefetch_forwards_errors_and_writer_stops_at_the_first():
 
 def test_bad_devices_flag_is_one_line_before_weights(tmp_path):
     _save(tmp_path / "a.png")
-    for flag, fragment in [("--devices=0", "positive count"), ("--devices=99", "only 1")]:
+    for flag, fragment in [("--devices=0", "positive count"), ("--devices=99", "only 1"),
+                           ("--peer_timeout=-1", "peer_timeout")]:
         proc = run_main("batch_dream", "--weights=/nonexistent", f"--inputs={tmp_path}",
                         f"--output_dir={tmp_path / 'out'}", flag)
         assert_one_line_error(proc, fragment)
