@@ -34,6 +34,7 @@ import json
 import re
 import socket
 import sys
+import threading
 import time
 
 import jax
@@ -174,6 +175,17 @@ def gather(share: Share, peer_timeout: float, log=print, poll: float = 0.25) -> 
     is alive calls it too, or leaves, or is found dead (heartbeat timeout). The
     other processes never call it, so here it waits until they have finished
     (published and left) or died."""
+    try:
+        return _gather(share, peer_timeout, log, poll)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- jaxlib's runtime errors: the service failed
+        raise UserError(f"lost the job's coordination service while waiting for the other "
+                        f"processes ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+                        f"summary.json is not merged") from None
+
+
+def _gather(share: Share, peer_timeout: float, log, poll: float) -> dict[int, dict]:
     client = _client()
     parts: dict[int, dict] = {}
     gone_since: float | None = None
@@ -183,7 +195,7 @@ def gather(share: Share, peer_timeout: float, log=print, poll: float = 0.25) -> 
         missing = [i for i in peers if i not in parts]
         if not missing:
             break
-        live = client.get_live_nodes([share.process_id, *missing])
+        live = _live_nodes(client, [share.process_id, *missing])
         parts.update(_published(client))
         gone = [i for i in missing if i not in live and i not in parts]
         if gone and gone_since is None:
@@ -201,8 +213,27 @@ def gather(share: Share, peer_timeout: float, log=print, poll: float = 0.25) -> 
                     f"restart them with the same flags (alone, they dream the rest of their "
                     f"share)")
             time.sleep(poll)
-    client.get_live_nodes([share.process_id, *peers])  # until the publishers have left
+    _live_nodes(client, [share.process_id, *peers])  # until the publishers have left
     return {i: parts[i] for i in peers}
+
+
+def _live_nodes(client, process_ids: list[int]) -> dict[int, int]:
+    """`client.get_live_nodes` on a helper thread, so that Ctrl-C is not held
+    back while it blocks (it can block for as long as a peer works)."""
+    result: dict = {}
+
+    def call():
+        try:
+            result["live"] = client.get_live_nodes(process_ids)
+        except Exception as e:  # noqa: BLE001 -- raised in the caller's thread
+            result["error"] = e
+    thread = threading.Thread(target=call, daemon=True, name="dream_jax-live-nodes")
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.25)
+    if "error" in result:
+        raise result["error"]
+    return result["live"]
 
 
 def _published(client) -> dict[int, dict]:

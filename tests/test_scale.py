@@ -301,7 +301,7 @@ def ten_inputs(weights_dir, tmp_path_factory, shared_cache):
 
 
 @pytest.mark.slow
-def test_a_killed_process_restarted_alone_finishes_its_share(weights_dir, tmp_path, ten_inputs,
+def test_a_killed_process_restarted_with_the_same_flags_rejoins_and_finishes_its_share(weights_dir, tmp_path, ten_inputs,
                                                              shared_cache):
     # Process 1 is SIGKILLed after its first output: process 0 finishes its own
     # share, says it waits, and waits; process 1 started again with the same
