@@ -20,7 +20,9 @@ job as a new incarnation. So:
 - a process restarted when the job is gone (no coordinator at the address, or
   not every process joined within `join_timeout`) dreams its share alone and
   writes only its own summary: the split never depends on the job, so
-  outputs are the same either way.
+  outputs are the same either way. (A process other than 0 that reaches a
+  coordinator which then gives up on registration is terminated by jax, as
+  above; run it again and it finds no coordinator.)
 
 This uses jax's `DistributedRuntimeService`/`Client` the way
 `jax.distributed.initialize` does (its `global_state`), because
