@@ -268,11 +268,25 @@ def shared_cache(tmp_path_factory) -> Path:
 SLOW = ["--batch_size=1", "--octaves=2", "--steps=6", "--objective=inception_3b/output"]
 
 
-def _start(weights_dir, folder, out, address, process_id, log: Path, env, *extra):
-    return subprocess.Popen(_batch(weights_dir, folder, out, *SLOW,
-                                   f"--coordinator_address={address}", "--num_processes=2",
-                                   f"--process_id={process_id}", *extra),
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True, env=env)
+@pytest.fixture
+def started():
+    """Processes a test starts; any still running at its end are killed."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _start(started, weights_dir, folder, out, address, process_id, log: Path, env, *extra):
+    with open(log, "w") as f:
+        started.append(subprocess.Popen(_batch(weights_dir, folder, out, *SLOW,
+                                               f"--coordinator_address={address}",
+                                               "--num_processes=2", f"--process_id={process_id}",
+                                               *extra),
+                                        stdout=f, stderr=subprocess.STDOUT, env=env))
+    return started[-1]
 
 
 def _wait_until(condition, what: str, timeout: float = 300):
@@ -301,8 +315,8 @@ def ten_inputs(weights_dir, tmp_path_factory, shared_cache):
 
 
 @pytest.mark.slow
-def test_a_killed_process_restarted_with_the_same_flags_rejoins_and_finishes_its_share(weights_dir, tmp_path, ten_inputs,
-                                                             shared_cache):
+def test_a_killed_process_restarted_with_the_same_flags_rejoins_and_finishes_its_share(
+        weights_dir, tmp_path, ten_inputs, shared_cache, started):
     # Process 1 is SIGKILLed after its first output: process 0 finishes its own
     # share, says it waits, and waits; process 1 started again with the same
     # flags rejoins the job, dreams only what its first run did not write, and
@@ -311,7 +325,7 @@ def test_a_killed_process_restarted_with_the_same_flags_rejoins_and_finishes_its
     out, env = tmp_path / "out", _env(DREAM_JAX_CACHE=str(shared_cache))
     address = f"127.0.0.1:{_free_port()}"
     logs = [tmp_path / "log0", tmp_path / "log1", tmp_path / "log1b"]
-    procs = [_start(weights_dir, folder, out, address, i, logs[i], env) for i in range(2)]
+    procs = [_start(started, weights_dir, folder, out, address, i, logs[i], env) for i in range(2)]
     ones = [f"p{i}.png" for i in range(1, 10, 2)]  # process 1's share
     _wait_until(lambda: any((out / n).exists() for n in ones), "process 1's first output")
     procs[1].kill()
@@ -321,7 +335,7 @@ def test_a_killed_process_restarted_with_the_same_flags_rejoins_and_finishes_its
     _wait_until(lambda: "waiting for process(es) 1, not running" in logs[0].read_text(),
                 "process 0 to wait for process 1")
     assert procs[0].poll() is None  # the survivor waits for the restart
-    restarted = _start(weights_dir, folder, out, address, 1, logs[2], env)
+    restarted = _start(started, weights_dir, folder, out, address, 1, logs[2], env)
     assert restarted.wait(timeout=300) == 0, logs[2].read_text()[-3000:]
     assert procs[0].wait(timeout=120) == 0, logs[0].read_text()[-3000:]
     assert _done(logs[0]) == (5, 0)  # p0, p2, ..., p8: never stopped
@@ -338,14 +352,14 @@ def test_a_killed_process_restarted_with_the_same_flags_rejoins_and_finishes_its
 
 @pytest.mark.slow
 def test_process_0_killed_takes_the_others_down_and_each_restart_finishes(
-        weights_dir, tmp_path, ten_inputs, shared_cache):
+        weights_dir, tmp_path, ten_inputs, shared_cache, started):
     # Process 0 hosts jax's coordination service: when it dies, jax terminates
     # the other processes. Each restarted alone, with the same flags, finds
     # no job to join and finishes its share on its own.
     folder, reference = ten_inputs
     out, env = tmp_path / "out", _env(DREAM_JAX_CACHE=str(shared_cache))
     address = f"127.0.0.1:{_free_port()}"
-    procs = [_start(weights_dir, folder, out, address, i, tmp_path / f"log{i}", env)
+    procs = [_start(started, weights_dir, folder, out, address, i, tmp_path / f"log{i}", env)
              for i in range(2)]
     zeros = [f"p{i}.png" for i in range(0, 10, 2)]
     _wait_until(lambda: any((out / n).exists() for n in zeros), "process 0's first output")
@@ -356,7 +370,7 @@ def test_process_0_killed_takes_the_others_down_and_each_restart_finishes(
     assert 1 <= sum(n in kept for n in zeros) < len(zeros), "the kill should land mid-share"
     for process_id in (1, 0):  # one after the other: neither finds the job
         log = tmp_path / f"restart{process_id}"
-        proc = _start(weights_dir, folder, out, address, process_id, log, env,
+        proc = _start(started, weights_dir, folder, out, address, process_id, log, env,
                       "--join_timeout=2")
         assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
         assert "dreams its share alone" in log.read_text()
