@@ -303,14 +303,13 @@ def _finish(out_dir: Path, summary: dict, share: distributed.Share, peer_timeout
     if share.num_processes == 1:
         return _write_json(out_dir / SUMMARY_FILE, summary)
     error = _write_json(out_dir / _process_file(share.process_id), summary)
-    if not share.joined:
+    if share.process_id != 0 and share.joined and distributed.publish(share, summary):
+        return error
+    if share.process_id != 0 or not share.joined:
+        distributed.leave()
         log(f"process {share.process_id} ran alone: its summary is "
             f"{out_dir / _process_file(share.process_id)}; {SUMMARY_FILE} is not merged",
             file=sys.stderr)
-        return error
-    if share.process_id != 0:
-        distributed.publish(share, summary)
-        distributed.leave()
         return error
     if error or not complete:
         return error
