@@ -138,7 +138,8 @@ def _serve(address: str, port: int, num_processes: int, timeout: float) -> bool:
 # cannot be reached it says "alone"; if jax terminates it (process 0 died),
 # its process reads end-of-file on the sidecar's stdout.
 _SIDECAR = r"""
-import socket, sys, time
+import signal, socket, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is its process's to handle
 address, process_id, timeout, heartbeat, shutdown, key = sys.argv[1:7]
 host, port = address.rsplit(":", 1)
 deadline = time.monotonic() + float(timeout)
