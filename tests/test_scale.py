@@ -385,3 +385,33 @@ def test_process_0_killed_the_others_finish_alone_and_its_restart_finishes(
     assert final == reference
     assert all(final[n] == data for n, data in kept.items())
     assert not list(out.glob(".*"))
+
+
+@pytest.mark.slow
+def test_a_dead_process_not_restarted_in_time_fails_process_0_and_later_runs_alone(
+        weights_dir, tmp_path, ten_inputs, shared_cache, started):
+    # Process 0 waits --peer_timeout for a dead process, then exits 1 with one
+    # error line; the dead process run later finds no job and finishes alone.
+    folder, reference = ten_inputs
+    out, env = tmp_path / "out", _env(DREAM_JAX_CACHE=str(shared_cache))
+    address = f"127.0.0.1:{_free_port()}"
+    logs = [tmp_path / "log0", tmp_path / "log1", tmp_path / "log1b"]
+    procs = [_start(started, weights_dir, folder, out, address, 0, logs[0], env,
+                    "--peer_timeout=1"),
+             _start(started, weights_dir, folder, out, address, 1, logs[1], env)]
+    ones = [f"p{i}.png" for i in range(1, 10, 2)]
+    _wait_until(lambda: any((out / n).exists() for n in ones), "process 1's first output")
+    procs[1].kill()
+    procs[1].wait()
+    kept = _pngs(out)
+    assert procs[0].wait(timeout=300) == 1
+    errors = [line for line in logs[0].read_text().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "not restarted within 1s" in errors[0], logs[0].read_text()
+    assert not (out / "summary.json").exists()
+    kept_ones = sum(n in kept for n in ones)
+    again = _start(started, weights_dir, folder, out, address, 1, logs[2], env,
+                   "--join_timeout=1")
+    assert again.wait(timeout=300) == 0, logs[2].read_text()[-3000:]
+    assert "process 1 dreams its share alone" in logs[2].read_text()
+    assert _done(logs[2]) == (len(ones) - kept_ones, kept_ones)
+    assert _pngs(out) == reference
