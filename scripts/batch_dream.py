@@ -28,7 +28,7 @@ _DEVICES = flags.DEFINE_string("devices", "all",
                                "This process's devices to shard each batch over: 'all' or N.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "HOST:PORT of process 0, to join a multi-process job "
-    "(jax.distributed.initialize).")
+    "(jax's coordination service, which process 0 starts there).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1.")
 _JOIN_TIMEOUT = flags.DEFINE_float(
