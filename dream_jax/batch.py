@@ -70,10 +70,13 @@ class _Failed:
 def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
               batch_size: int = 8, weights_dir=None, progress: bool = True, log=print,
               objective_texts: list[str] | None = None, devices=None,
-              share: distributed.Share = distributed.Share()) -> dict:
+              share: distributed.Share = distributed.Share(),
+              peer_timeout: float = 300) -> dict:
     """Dream this process's share of the inputs with `request` under each of
     `objective_texts` (default: the request's own objective), on `devices`
-    ("all", a count, or a list of devices). Returns the summary."""
+    ("all", a count, or a list of devices). Returns the summary. In a joined
+    job, process 0 then waits for the others (`peer_timeout`: see
+    `distributed.gather`) and merges their summaries."""
     start = time.perf_counter()
     texts = objective_texts or [request.objective]
     for text in texts:
@@ -89,8 +92,8 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create output folder {out_dir}: {e.strerror or e}") from None
+    stale = _StaleTemps(out_dir, share)  # listed before this process writes anything
     render.check_folder(out_dir)
-    _remove_stale_temps(out_dir, share)
     total = inputs.count(input_spec)
     mine = len(range(share.process_id, total, share.num_processes)) * len(texts)
     summary = {"done": 0, "skipped": 0, "failed": [], "interrupted": False,
@@ -103,7 +106,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
         with tqdm(total=mine, unit="image", desc="batch", smoothing=0.1,
                   disable=None if progress else True) as bar:  # None: only on a terminal
             _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, chosen,
-                          share, summary, bar, log)
+                          share, stale, summary, bar, log)
     except KeyboardInterrupt:
         summary["interrupted"] = True
     except BaseException:
@@ -115,30 +118,73 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
         summary["images_per_second"] = round(summary["done"] / seconds, 3) if seconds else 0.0
         for key in ("dream_seconds", "read_seconds", "write_seconds"):
             summary[key] = round(summary[key], 3)
-        summary_error = _finish(out_dir, summary, share, joined=not (failed or
-                                                                     summary["interrupted"]))
+        summary_error = _finish(out_dir, summary, share, peer_timeout, log,
+                                complete=not (failed or summary["interrupted"]))
     if summary_error:  # only reached when nothing else went wrong first
         raise summary_error
     return summary
 
 
-def _remove_stale_temps(out_dir: Path, share: distributed.Share) -> None:
-    """A killed run's temp files go; with several processes only process 0
-    removes them, between two barriers, so that no process's live temp file
-    (a write check, an output being written) is taken for a stale one."""
-    if share.num_processes > 1:
-        distributed.barrier("dream_jax batch checked")
-    if share.process_id == 0:
-        atomic.remove_stale_temps(out_dir)
-    if share.num_processes > 1:
-        distributed.barrier("dream_jax batch cleaned")
+class _StaleTemps:
+    """Temp files a killed run left (atomic.py names them `.<target>.<random>.tmp`),
+    listed before this process writes anything, so none of them is live here.
+
+    One process removes them all. With several, each removes only the temps of
+    the outputs it owns (and of its own summary), as the stream names them: a
+    live temp of another process is never taken for a stale one, and a process
+    restarted alone while the others run cleans up after itself. Process 0 also
+    removes, at the end of the stream, the temps no current output owns."""
+
+    def __init__(self, out_dir: Path, share: distributed.Share):
+        self.share = share
+        if share.num_processes == 1:
+            atomic.remove_stale_temps(out_dir)
+            self.by_target: dict[str, list[Path]] = {}
+            return
+        self.by_target = {}
+        for path in out_dir.glob(".*.tmp"):
+            self.by_target.setdefault(path.name[1:-len(".tmp")].rsplit(".", 1)[0],
+                                      []).append(path)
+        self.others = {_process_file(i) for i in range(share.num_processes)
+                       if i != share.process_id}
+        self.remove(_process_file(share.process_id))
+        if share.process_id == 0:
+            self.remove(SUMMARY_FILE)
+
+    def remove(self, target: str) -> None:
+        for path in self.by_target.pop(target, []):
+            path.unlink(missing_ok=True)
+
+    def seen(self, target: str, owned: bool) -> None:
+        if owned:
+            self.remove(target)
+        else:
+            self.by_target.pop(target, None)
+
+    def end_of_stream(self) -> None:
+        if self.share.process_id != 0:
+            return
+        old = time.time() - 60  # a write check lives for microseconds
+        for target, paths in list(self.by_target.items()):
+            if target in self.others:
+                continue
+            for path in paths:
+                try:
+                    if target != "write-check" or path.stat().st_mtime < old:
+                        path.unlink(missing_ok=True)
+                except OSError:
+                    pass
+        self.by_target.clear()
 
 
 def _read(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: list[str],
-          layers: tuple, share: distributed.Share, summary: dict):
+          layers: tuple, share: distributed.Share, stale: _StaleTemps, summary: dict):
     """This process's inputs, decoded and checked (runs on the read-ahead thread)."""
     for entry in inputs.entries(input_spec, texts, out_dir):
-        if not share.owns(entry.index):
+        owned = share.owns(entry.index)
+        for _, output in entry.outputs:
+            stale.seen(output.name, owned)
+        if not owned:
             continue
         if entry.error:
             yield _Failed(entry.input, entry.error)
@@ -160,14 +206,15 @@ def _read(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: l
             summary["read_seconds"] += time.perf_counter() - started
         for text, output in pending:
             yield Row(entry.input, text, output, rgb, alpha)
+    stale.end_of_stream()
 
 
 def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, chosen, share,
-                  summary, bar, log) -> None:
+                  stale, summary, bar, log) -> None:
     all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
     layers = objectives.layers_of(all_terms)
-    read = stream.Prefetch(_read(input_spec, out_dir, request, texts, layers, share, summary),
-                           size=2 * batch_size)
+    read = stream.Prefetch(_read(input_spec, out_dir, request, texts, layers, share, stale,
+                                 summary), size=2 * batch_size)
     engine = None  # the weights are read only once there is something to dream
 
     def fail(path, error: str):
@@ -246,21 +293,31 @@ class _Engine:
                                 data=self.data, devices=self.devices)
 
 
-def _finish(out_dir: Path, summary: dict, share: distributed.Share,
-            joined: bool) -> UserError | None:
-    """Write the summary (per process, then merged by process 0 once every
-    process is done); a failure is returned, not raised, so that it never
-    hides the error that stopped the run."""
+def _finish(out_dir: Path, summary: dict, share: distributed.Share, peer_timeout: float, log,
+            complete: bool) -> UserError | None:
+    """Write the summary: one process, `summary.json`; several, each its
+    `summary.processI.json`, then (joined to the job) each other process
+    publishes it and leaves, and process 0, its own run complete, waits for
+    them and merges every part into `summary.json`. A failure is returned,
+    not raised, so that it never hides the error that stopped the run."""
     if share.num_processes == 1:
         return _write_json(out_dir / SUMMARY_FILE, summary)
     error = _write_json(out_dir / _process_file(share.process_id), summary)
-    if error or not joined:
+    if share.process_id != 0 and share.joined and distributed.publish(share, summary):
         return error
-    distributed.barrier("dream_jax batch done")
-    if share.process_id != 0:
-        return None
-    parts = [json.loads((out_dir / _process_file(i)).read_text())
-             for i in range(share.num_processes)]
+    if share.process_id != 0 or not share.joined:
+        distributed.leave()
+        log(f"process {share.process_id} ran alone: its summary is "
+            f"{out_dir / _process_file(share.process_id)}; {SUMMARY_FILE} is not merged",
+            file=sys.stderr)
+        return error
+    if error or not complete:
+        return error
+    try:
+        peers = distributed.gather(share, peer_timeout, log)
+    except UserError as e:
+        return e
+    parts = [peers.get(i, summary) for i in range(share.num_processes)]
     merged = {
         "done": sum(p["done"] for p in parts), "skipped": sum(p["skipped"] for p in parts),
         "failed": [f for p in parts for f in p["failed"]],
@@ -271,7 +328,9 @@ def _finish(out_dir: Path, summary: dict, share: distributed.Share,
            for key in ("dream_seconds", "read_seconds", "write_seconds")}}
     merged["images_per_second"] = (round(merged["done"] / merged["seconds"], 3)
                                    if merged["seconds"] else 0.0)
-    return _write_json(out_dir / SUMMARY_FILE, merged)
+    error = _write_json(out_dir / SUMMARY_FILE, merged)
+    distributed.leave()
+    return error
 
 
 def _process_file(process_id: int) -> str:

@@ -7,6 +7,7 @@
   # one job over several processes or hosts (run each with its own --process_id):
   python scripts/batch_dream.py --inputs=photos/ --output_dir=dreams/ \
       --coordinator_address=host0:1234 --num_processes=2 --process_id=0
+  # a process that died: run it again with the same flags; it finishes its share
 """
 import sys
 
@@ -14,7 +15,7 @@ from absl import flags
 
 from dream_jax import batch, cli, distributed, objectives, weights
 from dream_jax import flags as dream_flags
-from dream_jax.errors import WeightsError
+from dream_jax.errors import UserError, WeightsError
 
 make_request = dream_flags.define_dream_flags()
 flags.adopt_module_key_flags(dream_flags)  # --help lists the dream flags
@@ -27,9 +28,16 @@ _DEVICES = flags.DEFINE_string("devices", "all",
                                "This process's devices to shard each batch over: 'all' or N.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "HOST:PORT of process 0, to join a multi-process job "
-    "(jax.distributed.initialize).")
+    "(jax's coordination service, which process 0 starts there).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1.")
+_JOIN_TIMEOUT = flags.DEFINE_float(
+    "join_timeout", 120, "Seconds to wait for the job's other processes (process 0: for all of "
+    "them to join; the others: for process 0's coordinator) before dreaming this process's "
+    "share alone.")
+_PEER_TIMEOUT = flags.DEFINE_float(
+    "peer_timeout", 300, "Process 0, its share done: seconds to wait for a process that died "
+    "to be restarted (with the same flags) and finish its share, before exiting with an error.")
 
 
 def _check_classes(texts, weights_dir):
@@ -47,13 +55,20 @@ def _check_classes(texts, weights_dir):
 
 
 def main():
-    share = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if flags.FLAGS.mask or flags.FLAGS.region:
+        raise UserError("batch_dream does not take --mask or --region (masks are per image); "
+                        "use scripts/dream.py")
+    if _PEER_TIMEOUT.value < 0:
+        raise UserError(f"--peer_timeout must be >= 0 seconds, got {_PEER_TIMEOUT.value:g}")
+    share = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                   join_timeout=_JOIN_TIMEOUT.value)
     texts = batch.split_objectives(flags.FLAGS.objective)
     _check_classes(texts, make_request.weights_dir.value)
     summary = batch.run_batch(_INPUTS.value, _OUTPUT_DIR.value, make_request(None, texts[0]),
                               batch_size=_BATCH_SIZE.value,
                               weights_dir=make_request.weights_dir.value, objective_texts=texts,
-                              devices=_DEVICES.value, share=share)
+                              devices=_DEVICES.value, share=share,
+                              peer_timeout=_PEER_TIMEOUT.value)
     where = (f", process {share.process_id} of {share.num_processes}"
              if share.num_processes > 1 else "")
     print(f"{'interrupted: ' if summary['interrupted'] else ''}done {summary['done']}, "

@@ -64,6 +64,8 @@ def test_processes_split_the_stream_once_and_flags_are_checked():
                            (("127.0.0.1:1", 0, 0), "num_processes")]:
         with pytest.raises(UserError, match=fragment):
             distributed.initialize(*args)
+    with pytest.raises(UserError, match="join_timeout"):
+        distributed.initialize("127.0.0.1:1", 2, 1, join_timeout=0)
     assert distributed.initialize(None, None, None) == distributed.Share()
 
 
@@ -125,7 +127,8 @@ def test_prefetch_forwards_errors_and_writer_stops_at_the_first():
 
 def test_bad_devices_flag_is_one_line_before_weights(tmp_path):
     _save(tmp_path / "a.png")
-    for flag, fragment in [("--devices=0", "positive count"), ("--devices=99", "only 1")]:
+    for flag, fragment in [("--devices=0", "positive count"), ("--devices=99", "only 1"),
+                           ("--peer_timeout=-1", "peer_timeout")]:
         proc = run_main("batch_dream", "--weights=/nonexistent", f"--inputs={tmp_path}",
                         f"--output_dir={tmp_path / 'out'}", flag)
         assert_one_line_error(proc, fragment)
@@ -256,40 +259,159 @@ def test_two_processes_dream_each_input_once_as_one_process_does(weights_dir, tm
     assert _pngs(out) == _pngs(tmp_path / "one")
 
 
-@pytest.mark.slow
-def test_a_killed_process_takes_the_job_down_and_a_rerun_finishes_it(weights_dir, tmp_path):
-    # jax's coordination service aborts every task when one dies and comes back,
-    # so "restart" means the job: its outputs so far are whole and kept.
-    folder = _folder_of(tmp_path / "in", [f"p{i}.png" for i in range(10)], size=(64, 64))
-    out = tmp_path / "out"
-    env = _env(DREAM_JAX_CACHE=str(tmp_path / "cache"))
-    slow = ["--batch_size=1", "--octaves=2", "--steps=10", "--objective=inception_3b/output"]
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One compile cache for the kill tests: only the first run compiles."""
+    return tmp_path_factory.mktemp("cache")
 
-    def job():
-        address = f"127.0.0.1:{_free_port()}"
-        return [subprocess.Popen(_batch(weights_dir, folder, out, *slow,
-                                        f"--coordinator_address={address}",
-                                        "--num_processes=2", f"--process_id={i}"),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                for i in range(2)]
-    procs = job()
-    deadline = time.monotonic() + 300
-    while len(list(out.glob("*.png"))) < 2 and time.monotonic() < deadline:
+
+SLOW = ["--batch_size=1", "--octaves=2", "--steps=6", "--objective=inception_3b/output"]
+
+
+@pytest.fixture
+def started():
+    """Processes a test starts; any still running at its end are killed."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _start(started, weights_dir, folder, out, address, process_id, log: Path, env, *extra):
+    with open(log, "w") as f:
+        started.append(subprocess.Popen(_batch(weights_dir, folder, out, *SLOW,
+                                               f"--coordinator_address={address}",
+                                               "--num_processes=2", f"--process_id={process_id}",
+                                               *extra),
+                                        stdout=f, stderr=subprocess.STDOUT, env=env))
+    return started[-1]
+
+
+def _wait_until(condition, what: str, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def _done(log: Path) -> tuple[int, int]:
+    """(done, skipped) from a batch_dream.py run's last line."""
+    line = log.read_text().strip().splitlines()[-1]
+    assert line.startswith("done "), log.read_text()[-3000:]
+    return int(line.split("done ")[1].split(",")[0]), int(line.split("skipped ")[1].split()[0])
+
+
+@pytest.fixture(scope="module")
+def ten_inputs(weights_dir, tmp_path_factory, shared_cache):
+    """Ten 64x64 inputs and what one process makes of them."""
+    root = tmp_path_factory.mktemp("ten")
+    folder = _folder_of(root / "in", [f"p{i}.png" for i in range(10)], size=(64, 64))
+    single = subprocess.run(_batch(weights_dir, folder, root / "one", *SLOW), capture_output=True,
+                            text=True, timeout=600, env=_env(DREAM_JAX_CACHE=str(shared_cache)))
+    assert single.returncode == 0, single.stderr[-3000:]
+    return folder, _pngs(root / "one")
+
+
+@pytest.mark.slow
+def test_a_killed_process_restarted_with_the_same_flags_rejoins_and_finishes_its_share(
+        weights_dir, tmp_path, ten_inputs, shared_cache, started):
+    # Process 1 is SIGKILLed after its first output: process 0 finishes its own
+    # share, says it waits, and waits; process 1 started again with the same
+    # flags rejoins the job, dreams only what its first run did not write, and
+    # process 0 merges the summaries.
+    folder, reference = ten_inputs
+    out, env = tmp_path / "out", _env(DREAM_JAX_CACHE=str(shared_cache))
+    address = f"127.0.0.1:{_free_port()}"
+    logs = [tmp_path / "log0", tmp_path / "log1", tmp_path / "log1b"]
+    procs = [_start(started, weights_dir, folder, out, address, i, logs[i], env) for i in range(2)]
+    ones = [f"p{i}.png" for i in range(1, 10, 2)]  # process 1's share
+    _wait_until(lambda: any((out / n).exists() for n in ones), "process 1's first output")
     procs[1].kill()
     procs[1].wait()
-    try:
-        procs[0].communicate(timeout=5)
-    except subprocess.TimeoutExpired:  # waiting for its peer: the job is down, stop it too
-        procs[0].kill()
-        procs[0].communicate()
     kept = _pngs(out)
-    assert 2 <= len(kept) < 10
-    procs = job()
-    results = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], results[1][1][-3000:]
-    done = sum(int(r[0].split("done ")[1].split(",")[0]) for r in results)
-    assert done == 10 - len(kept)
+    assert 1 <= sum(n in kept for n in ones) < len(ones), "the kill should land mid-share"
+    _wait_until(lambda: "waiting for process(es) 1, not running" in logs[0].read_text(),
+                "process 0 to wait for process 1")
+    assert procs[0].poll() is None  # the survivor waits for the restart
+    restarted = _start(started, weights_dir, folder, out, address, 1, logs[2], env)
+    assert restarted.wait(timeout=300) == 0, logs[2].read_text()[-3000:]
+    assert procs[0].wait(timeout=120) == 0, logs[0].read_text()[-3000:]
+    assert _done(logs[0]) == (5, 0)  # p0, p2, ..., p8: never stopped
+    kept_ones = sum(n in kept for n in ones)
+    assert _done(logs[2]) == (len(ones) - kept_ones, kept_ones)  # each input dreamed once
     final = _pngs(out)
-    assert sorted(final) == [f"p{i}.png" for i in range(10)]
-    assert all(final[name] == data for name, data in kept.items())
+    assert final == reference
+    assert all(final[n] == data for n, data in kept.items())
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["skipped"], summary["processes"]) == (
+        10 - kept_ones, kept_ones, 2)
+    assert not list(out.glob(".*"))
+
+
+@pytest.mark.slow
+def test_process_0_killed_the_others_finish_alone_and_its_restart_finishes(
+        weights_dir, tmp_path, ten_inputs, shared_cache, started):
+    # Process 0 hosts jax's coordination service: when it dies, jax ends the
+    # other processes' sidecars, not them: they finish their shares alone.
+    # Process 0 started again with the same flags finds no job (its peers are
+    # done) and finishes the rest of its share alone.
+    folder, reference = ten_inputs
+    out, env = tmp_path / "out", _env(DREAM_JAX_CACHE=str(shared_cache))
+    address = f"127.0.0.1:{_free_port()}"
+    logs = [tmp_path / "log0", tmp_path / "log1", tmp_path / "restart0"]
+    procs = [_start(started, weights_dir, folder, out, address, i, logs[i], env)
+             for i in range(2)]
+    zeros, ones = [f"p{i}.png" for i in range(0, 10, 2)], [f"p{i}.png" for i in range(1, 10, 2)]
+    _wait_until(lambda: any((out / n).exists() for n in zeros)
+                and any((out / n).exists() for n in ones), "a first output of each process")
+    procs[0].kill()
+    procs[0].wait()
+    kept = _pngs(out)
+    kept_zeros = sum(n in kept for n in zeros)
+    assert kept_zeros >= 1
+    assert procs[1].wait(timeout=300) == 0, logs[1].read_text()[-3000:]
+    assert _done(logs[1]) == (5, 0)  # its whole share, never stopped
+    if sum(n in kept for n in ones) < len(ones):  # still dreaming when process 0 died
+        assert "process 1 ran alone" in logs[1].read_text()
+    assert not (out / "summary.json").exists()
+    restarted = _start(started, weights_dir, folder, out, address, 0, logs[2], env,
+                       "--join_timeout=2")
+    assert restarted.wait(timeout=300) == 0, logs[2].read_text()[-3000:]
+    assert "process 0 dreams its share alone" in logs[2].read_text()
+    assert _done(logs[2]) == (len(zeros) - kept_zeros, kept_zeros)
+    final = _pngs(out)
+    assert final == reference
+    assert all(final[n] == data for n, data in kept.items())
+    assert not list(out.glob(".*"))
+
+
+@pytest.mark.slow
+def test_a_dead_process_not_restarted_in_time_fails_process_0_and_later_runs_alone(
+        weights_dir, tmp_path, ten_inputs, shared_cache, started):
+    # Process 0 waits --peer_timeout for a dead process, then exits 1 with one
+    # error line; the dead process run later finds no job and finishes alone.
+    folder, reference = ten_inputs
+    out, env = tmp_path / "out", _env(DREAM_JAX_CACHE=str(shared_cache))
+    address = f"127.0.0.1:{_free_port()}"
+    logs = [tmp_path / "log0", tmp_path / "log1", tmp_path / "log1b"]
+    procs = [_start(started, weights_dir, folder, out, address, 0, logs[0], env,
+                    "--peer_timeout=1"),
+             _start(started, weights_dir, folder, out, address, 1, logs[1], env)]
+    ones = [f"p{i}.png" for i in range(1, 10, 2)]
+    _wait_until(lambda: any((out / n).exists() for n in ones), "process 1's first output")
+    procs[1].kill()
+    procs[1].wait()
+    kept = _pngs(out)
+    assert procs[0].wait(timeout=300) == 1
+    errors = [line for line in logs[0].read_text().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "not restarted within 1s" in errors[0], logs[0].read_text()
+    assert not (out / "summary.json").exists()
+    kept_ones = sum(n in kept for n in ones)
+    again = _start(started, weights_dir, folder, out, address, 1, logs[2], env,
+                   "--join_timeout=1")
+    assert again.wait(timeout=300) == 0, logs[2].read_text()[-3000:]
+    assert "process 1 dreams its share alone" in logs[2].read_text()
+    assert _done(logs[2]) == (len(ones) - kept_ones, kept_ones)
+    assert _pngs(out) == reference
