@@ -33,8 +33,8 @@ import numpy as np
 import optax
 
 from dream_jax import (__version__, caffe_ops, deepdream, googlenet, gradients, image_io,
-                       objectives, optimizers, parameterize, preprocess, render, transforms,
-                       weights)
+                       objectives, optimizers, parameterize, prerelu, preprocess, render,
+                       transforms, weights)
 from dream_jax.errors import UserError
 
 METADATA_KEY = render.METADATA_KEY
@@ -57,6 +57,7 @@ class Settings:
     objective_extra: str = ""     # text grammar, added to every item's objective
     seed: int = 0
     copies: int = 1               # pictures per channel (with diversity: different ones)
+    pre_relu: bool = True         # maximise the channel before its ReLU (see prerelu)
 
     def __post_init__(self):
         objectives.channel(self.layer, 0)  # unknown layer ("did you mean"), or no channels
@@ -80,9 +81,15 @@ class Settings:
                             f"--size or a shallower layer")
 
     def objective(self, channel: int) -> objectives.Objective:
+        """What item `channel` maximises, as an objective (the channel is taken
+        before its ReLU when `pre_relu` and the layer has one)."""
         extra = self.objective_extra.strip()
         base = objectives.channel(self.layer, channel)
         return base + objectives.parse(extra) if extra else base
+
+    @property
+    def uses_pre_relu(self) -> bool:
+        return self.pre_relu and prerelu.branches(self.layer) is not None
 
 
 def parse_channels(text: str, layer: str) -> tuple[int, ...]:
@@ -114,14 +121,19 @@ def to_model_space(rgb01):
 
 
 @functools.partial(jax.jit, static_argnames=("terms", "settings", "kernels"))
-def optimize(params, weights, keys, *, terms, settings: Settings, kernels: str):
-    """Pictures (B, H, W, 3) in [0, 1] maximising weights (B, T) over `terms`,
-    item b started and transformed from keys[b]. All steps in one fori_loop."""
+def optimize(params, channels, weights, keys, *, terms, settings: Settings, kernels: str):
+    """Pictures (B, H, W, 3) in [0, 1], item b maximising channel channels[b] of
+    settings.layer plus weights[b] (T,) over the extra `terms`, started and
+    transformed from keys[b]. Channels are data: one compilation for any of them.
+    All steps run in one fori_loop."""
     param = parameterize.get(settings.param)
     transform = transforms.by_name(settings.transforms)
     optimizer = optimizers.make(settings.optimizer, settings.learning_rate, settings.schedule,
                                 settings.steps)
-    layers = objectives.layers_of(terms)
+    layer = settings.layer
+    main_taps = prerelu.source_taps(layer) if settings.uses_pre_relu else (layer,)
+    needed = {t.layer for t in terms} | set(main_taps)
+    layers = tuple(name for name in googlenet.LAYERS if name in needed)
     init_keys, step_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
     z = jax.vmap(lambda k: jax.tree.map(lambda a: a[0], param.init(k, 1, settings.size))
                  )(init_keys)
@@ -130,7 +142,14 @@ def optimize(params, weights, keys, *, terms, settings: Settings, kernels: str):
         rgb = jax.vmap(transform)(keys, param.to_image(z, settings.size))
         x = to_model_space(rgb)
         acts = {**googlenet.apply(params, x, layers, kernels), objectives.INPUT: x / 255.0}
-        return -jnp.sum(objectives.evaluate_batch(terms, weights, acts, {}))
+        if settings.uses_pre_relu:
+            value = jax.vmap(lambda a, c: prerelu.channel_map(params, a, layer, c).mean()
+                             )(acts, channels)
+        else:
+            value = jax.vmap(lambda a, c: jnp.take(a, c, axis=-1).mean())(acts[layer], channels)
+        if terms:
+            value = value + objectives.evaluate_batch(terms, weights, acts, {})
+        return -jnp.sum(value)
 
     def step(i, carry):
         z, state = carry
@@ -149,11 +168,15 @@ def item_key(seed: int, channel: int, copy: int) -> jax.Array:
 def render_channels(params, settings: Settings, channels, kernels: str = "auto") -> np.ndarray:
     """uint8 pictures (len(channels) * copies, size, size, 3), channel-major, in one call."""
     items = [(c, k) for c in channels for k in range(settings.copies)]
-    objs = [settings.objective(c) for c, _ in items]
-    terms = objectives.union_terms(objs)
+    extra = ([objectives.parse(settings.objective_extra)] if settings.objective_extra.strip()
+             else [])
+    terms = objectives.union_terms(extra)
+    weights = np.tile(objectives.weight_matrix(extra, terms)[:1], (len(items), 1)) \
+        if extra else np.zeros((len(items), 0), np.float32)
     keys = jnp.stack([item_key(settings.seed, c, k) for c, k in items])
-    images = optimize(params, jnp.asarray(objectives.weight_matrix(objs, terms)), keys,
-                      terms=terms, settings=settings, kernels=caffe_ops.resolve_kernels(kernels))
+    images = optimize(params, jnp.asarray([c for c, _ in items], jnp.int32),
+                      jnp.asarray(weights), keys, terms=terms, settings=settings,
+                      kernels=caffe_ops.resolve_kernels(kernels))
     return preprocess.to_uint8(np.asarray(images) * 255.0)
 
 
