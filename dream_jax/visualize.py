@@ -65,7 +65,11 @@ class Settings:
         optimizers.make(self.optimizer, self.learning_rate, self.schedule, max(self.steps, 1))
         transform = transforms.by_name(self.transforms)
         if self.objective_extra.strip():
-            objectives.parse(self.objective_extra)
+            extra = objectives.parse(self.objective_extra)
+            if extra.needs_guide or any(isinstance(t, objectives.InputDistance)
+                                        for t in extra.terms):
+                raise UserError("objective_extra: guide() and input_distance() compare with an "
+                                "input image; a visualisation starts from noise")
         checks = [(self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
                   (self.size >= MIN_SIDE, f"size must be >= {MIN_SIDE}, got {self.size}"),
                   (self.copies >= 1, f"copies must be >= 1, got {self.copies}"),

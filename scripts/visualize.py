@@ -21,6 +21,7 @@ _TRANSFORMS = flags.DEFINE_enum("transforms", _D.transforms, transforms.NAMES, "
 _EXTRA = flags.DEFINE_string("objective_extra", "", "Terms added to each channel's objective, "
                              "e.g. '-0.05*tv() + 0.5*diversity(inception_4c/output)'.")
 _COPIES = flags.DEFINE_integer("copies", 1, "Pictures per channel (differ with diversity).")
+_PRE_RELU = flags.DEFINE_bool("pre_relu", _D.pre_relu, "Maximise channels before their ReLU.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _BATCH = flags.DEFINE_integer("batch", 0, "Pictures per compiled call; 0: as many as fit memory.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "vis", "Existing folder for the PNGs.")
@@ -33,8 +34,10 @@ def main():
         print(f"wrote {visualize.replay(_REPLAY.value, _OUTPUT_DIR.value, _WEIGHTS.value)}")
         return
     settings = visualize.Settings(
-        _LAYER.value, _SIZE.value, _STEPS.value, _PARAM.value, _OPTIMIZER.value, _LR.value,
-        _SCHEDULE.value, _TRANSFORMS.value, _EXTRA.value, _SEED.value, _COPIES.value)
+        layer=_LAYER.value, size=_SIZE.value, steps=_STEPS.value, param=_PARAM.value,
+        optimizer=_OPTIMIZER.value, learning_rate=_LR.value, schedule=_SCHEDULE.value,
+        transforms=_TRANSFORMS.value, objective_extra=_EXTRA.value, seed=_SEED.value,
+        copies=_COPIES.value, pre_relu=_PRE_RELU.value)
     channels = visualize.parse_channels(_CHANNELS.value, settings.layer)
     summary = visualize.run(settings, channels, _OUTPUT_DIR.value, _WEIGHTS.value,
                             batch=_BATCH.value,
