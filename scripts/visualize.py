@@ -16,8 +16,10 @@ _PARAM = flags.DEFINE_enum("param", _D.param, parameterize.NAMES, "Image paramet
 _OPTIMIZER = flags.DEFINE_string("optimizer", _D.optimizer,
                                  f"One of {', '.join(optimizers.OPTIMIZERS)}.")
 _LR = flags.DEFINE_float("learning_rate", _D.learning_rate, "Learning rate.")
-_SCHEDULE = flags.DEFINE_string("schedule", _D.schedule, f"One of {', '.join(optimizers.SCHEDULES)}.")
-_TRANSFORMS = flags.DEFINE_enum("transforms", _D.transforms, transforms.NAMES, "Robustness transforms.")
+_SCHEDULE = flags.DEFINE_string("schedule", _D.schedule,
+                                f"One of {', '.join(optimizers.SCHEDULES)}.")
+_TRANSFORMS = flags.DEFINE_enum("transforms", _D.transforms, transforms.NAMES,
+                                "Robustness transforms.")
 _EXTRA = flags.DEFINE_string("objective_extra", "", "Terms added to each channel's objective, "
                              "e.g. '-0.05*tv() + 0.5*diversity(inception_4c/output)'.")
 _COPIES = flags.DEFINE_integer("copies", 1, "Pictures per channel (differ with diversity).")

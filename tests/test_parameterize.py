@@ -61,7 +61,7 @@ def test_colour_decorrelation_inverts_and_matches_the_published_matrix():
     assert (m[:, 0] > 0).all() and norms[0] == norms.max()
 
 
-@pytest.mark.parametrize("size", [17, (20, 33)])  # odd and even sides
+@pytest.mark.parametrize("size", [9, (10, 13)])  # odd and even; small: FFT compiles grow
 @pytest.mark.parametrize("name", P.NAMES)
 def test_every_parameterisation_gives_rgb_in_unit_range(name, size):
     param = P.get(name)

@@ -61,7 +61,8 @@ def test_chunks_fit_the_budget_and_keep_copies_together():
 def test_pre_relu_map_is_the_channel_before_its_relu(params):
     image = jnp.asarray(np.random.default_rng(0).uniform(-60, 60, (1, 67, 67, 3)), jnp.float32)
     cases = [(LAYER, c) for c in (5, 130, 400, 500)] + [
-        ("inception_4c/3x3", 9), ("conv2/3x3", 7), ("conv1/7x7_s2", 3), ("inception_4a/output", 480)]
+        ("inception_4c/3x3", 9), ("conv2/3x3", 7), ("conv1/7x7_s2", 3),
+        ("inception_4a/output", 480)]
     needed = {tap for layer, _ in cases for tap in (*prerelu.source_taps(layer), layer)}
     acts = {k: v[0] for k, v in googlenet.apply(
         params, image, tuple(n for n in googlenet.LAYERS if n in needed)).items()}
