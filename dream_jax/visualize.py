@@ -85,8 +85,9 @@ class Settings:
                             f"--size or a shallower layer")
 
     def objective(self, channel: int) -> objectives.Objective:
-        """What item `channel` maximises, as an objective (the channel is taken
-        before its ReLU when `pre_relu` and the layer has one)."""
+        """Item `channel`'s objective in the grammar's terms (for checks and the
+        taps it reads); `optimize` takes the channel before its ReLU when
+        `uses_pre_relu`."""
         extra = self.objective_extra.strip()
         base = objectives.channel(self.layer, channel)
         return base + objectives.parse(extra) if extra else base
