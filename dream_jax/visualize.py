@@ -262,7 +262,7 @@ def run(settings: Settings, channels, output_dir, weights_dir=None, params=None,
         sort_keys=True)}
     image_io.write_png(output_dir / CONTACT_SHEET, sheet, None, sheet_meta)
     return {"files": written, "contact_sheet": output_dir / CONTACT_SHEET,
-            "chunk": per_call}
+            "chunk": min(per_call, len(channels))}
 
 
 def read_record(png) -> dict:
