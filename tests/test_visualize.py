@@ -151,3 +151,20 @@ def test_diversity_makes_copies_of_one_channel_differ(params):
     distance = lambda p: np.mean([np.abs(p[i] - p[j]).mean() for i in range(3)
                                   for j in range(i + 1, 3)])
     assert distance(diverse) > distance(plain)
+
+
+def test_post_relu_objective_raises_live_channels(params):
+    """--nopre_relu maximises the ReLU'd channel itself: channels alive on grey go up
+    between the first step (Adam's first step is a jump of lr in every coefficient)
+    and the sixteenth."""
+    layer = "conv2/3x3"
+    grey = visualize.channel_means(params, np.full((1, 32, 32, 3), 0.5, np.float32), layer)[0]
+    alive = tuple(int(c) for c in np.argsort(grey)[-3:])  # the three most active on grey
+    own = []
+    for steps in (1, 16):
+        settings = visualize.Settings(layer=layer, size=32, steps=steps, pre_relu=False,
+                                      transforms="none")
+        assert not settings.uses_pre_relu
+        pictures = visualize.render_channels(jax.device_put(params), settings, alive)
+        own.append(np.diag(visualize.channel_means(params, pictures, layer)[:, alive]))
+    assert (own[1] > 1.5 * own[0]).all(), own
