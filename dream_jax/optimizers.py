@@ -31,7 +31,8 @@ def learning_rate_schedule(name: str, learning_rate: float, steps: int) -> optax
         return optax.cosine_decay_schedule(learning_rate, max(steps, 1))
     if name == "warmup_cosine":
         warmup = max(1, int(WARMUP_FRACTION * steps))
-        return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(steps, warmup + 1))
+        return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup,
+                                                  max(steps, warmup + 1))
     if name == "exponential":
         return optax.exponential_decay(learning_rate, max(steps, 1), EXPONENTIAL_END)
     raise OptimizerError(f"unknown schedule {name!r}; valid: {', '.join(SCHEDULES)}")
