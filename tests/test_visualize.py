@@ -66,7 +66,7 @@ def test_pre_relu_map_is_the_channel_before_its_relu(params):
     needed = {tap for layer, _ in cases for tap in (*prerelu.source_taps(layer), layer)}
     acts = {k: v[0] for k, v in googlenet.apply(
         params, image, tuple(n for n in googlenet.LAYERS if n in needed)).items()}
-    acts[objectives.INPUT] = image[0] / 255.0
+    acts[objectives.INPUT] = image[0]
     cut = 0
     for layer, channel in cases:
         pre = np.asarray(prerelu.channel_map(params, acts, layer, jnp.int32(channel)))
