@@ -2,6 +2,7 @@
 # make test:  the test suite (CI runs exactly this).
 # make test-quick: the suite without the tests marked slow, for the inner loop.
 # make gpu-check GPU_CHECK_OUT=DIR: the prepared GPU check (README: GPU check).
+# make gallery: the README gallery (docs/gallery/make.sh).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +12,7 @@ OFFICIAL_LABELS := https://chaosmail.github.io/caffejs/data/ilsvrc12/synset_word
 # The shared per-layer files when present (this workplace, CI), else the official download.
 WEIGHTS_ARGS := $(if $(wildcard $(SHARED_WEIGHTS)/weights),--source=$(SHARED_WEIGHTS),--source=$(OFFICIAL_CAFFEMODEL) --labels=$(OFFICIAL_LABELS))
 
-.PHONY: env weights dream test test-quick bench gpu-check clean
+.PHONY: env weights dream test test-quick bench gpu-check gallery clean
 
 env: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -44,6 +45,10 @@ GPU_CHECK_OUT ?= bench/gpu_check
 GPU_CHECK_ARGS ?=
 gpu-check:
 	PYTHONPATH=. $(PYTHON) scripts/gpu_check.py --out=$(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+
+# The README gallery (docs/gallery/*.jpg), from the project's own inputs.
+gallery: env weights
+	PY=$(PY) bash docs/gallery/make.sh
 
 clean:
 	rm -rf $(VENV) weights/*.safetensors weights/manifest.json weights/synset_words.txt weights/labels.txt weights/downloads outputs

@@ -70,7 +70,7 @@ def _hidden(folder: Path) -> list[str]:
 
 
 def _fake_deepdream(params, images, objective_list, config=None, keys=None, data=None,
-                    on_octave=None):
+                    on_octave=None, masks=None):
     """The real engine's contract (same shape, model space), with NaN and +-Inf
     pixels mixed in: what a diverging step could produce."""
     out = np.array(images, np.float32) * 1.5
