@@ -31,7 +31,9 @@ Text form (flags): terms joined by `+`/`-`, each optionally `NUMBER *`:
 Image terms read the image itself (key `INPUT`) in model space: pixel levels
 (0..255 steps) measured from the mean colour, the units a dream steps in;
 `input_distance` reads the octave's input (key `REFERENCE`).
-Python only: `direction(LAYER, vector)` and `custom(fn, LAYER)`.
+    direction(LAYER, C:W, ...)  dot with a vector in channel space, given by
+                           its nonzero entries (channel:weight)
+Python only: `custom(fn, LAYER)` (a function has no text form).
 """
 from __future__ import annotations
 
@@ -189,7 +191,8 @@ class Direction:
         return jnp.mean(acts[self.layer] @ jnp.asarray(self.vector, acts[self.layer].dtype))
 
     def __str__(self):
-        return f"direction({self.layer},<{len(self.vector)}>)"
+        entries = ",".join(f"{c}:{w!r}" for c, w in enumerate(self.vector) if w)
+        return f"direction({self.layer},{entries})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -428,7 +431,7 @@ def channel_product(name: str, a: int, b: int) -> Objective:
 
 
 def direction(name: str, vector) -> Objective:
-    """Python API only: the vector has one number per channel."""
+    """The vector has one number per channel (text form: its nonzero entries)."""
     return Objective((Direction(name, tuple(float(v) for v in np.ravel(vector))),), (1.0,))
 
 
@@ -481,6 +484,7 @@ _TOKEN = re.compile(rf"\s*(?:(?P<num>{_NUMBER})|(?P<call>[a-z_0-9]+)\s*\((?P<arg
 _CALLS = {"l2": (layer, 1, 1), "mean": (mean, 1, 1), "channel": (channel, 2, 2),
           "neuron": (neuron, 2, 4), "class": (class_logit, 1, 1), "guide": (guide, 1, 1),
           "channel_product": (channel_product, 3, 3), "diversity": (diversity, 1, 1),
+          "direction": (direction, 2, 100_000),
           "tv": (tv, 0, 0), "blur": (blur, 0, 0), "image_l1": (image_l1, 0, 0),
           "image_l2": (image_l2, 0, 0), "input_distance": (input_distance, 0, 0)}
 
@@ -496,6 +500,20 @@ def _number(text: str, what: str, integer: bool):
     return value
 
 
+def _direction(layer: str, entries: list[str]) -> Objective:
+    """direction(LAYER, C:W, ...): the unnamed channels weigh 0."""
+    vector = np.zeros(_channels(layer))
+    for entry in entries:
+        channel, sep, weight = entry.partition(":")
+        if not sep:
+            raise ObjectiveError(f"direction(): expected CHANNEL:WEIGHT, got {entry!r}")
+        c = _number(channel.strip(), "direction() channel", integer=True)
+        if not 0 <= c < len(vector):
+            raise ObjectiveError(f"channel {c} out of range for {layer} (0..{len(vector) - 1})")
+        vector[c] += _number(weight.strip(), "direction() weight", integer=False)
+    return direction(layer, vector)
+
+
 def _call(name: str, args_text: str) -> Objective:
     if name not in _CALLS:
         raise ObjectiveError(f"unknown objective function {name!r}; known: {', '.join(_CALLS)}")
@@ -509,6 +527,8 @@ def _call(name: str, args_text: str) -> Objective:
     if not args:
         return make()
     _check_layer(args[0])
+    if name == "direction":
+        return _direction(args[0], args[1:])
     rest = [_number(a, f"{name}() argument", integer=(i == 0 or name == "channel_product")) for i, a in enumerate(args[1:])]
     return make(args[0], *rest)
 

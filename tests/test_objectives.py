@@ -137,6 +137,22 @@ def test_direction_value_and_gradient():
         obj.direction("inception_3a/output", [1.0, 2.0])
 
 
+def test_direction_text_form_names_the_nonzero_channels():
+    v = np.zeros(256)
+    v[[0, 2, 255]] = [1.0, 2.0, -0.1 / 3]
+    built = obj.direction("inception_3a/output", v)
+    text = str(built)
+    assert text == f"direction(inception_3a/output,0:1.0,2:2.0,255:{-0.1 / 3!r})"
+    assert obj.parse(text) == built  # exact: the weights print with repr
+    assert obj.parse("direction(inception_3a/output, 2:2, 0:1, 255:-0.1) - mean(conv2/norm2)"
+                     ).terms[0].vector[:3] == (1.0, 0.0, 2.0)
+    for bad, message in [("direction(inception_3a/output, 3)", "CHANNEL:WEIGHT"),
+                         ("direction(inception_3a/output, 256:1)", "channel 256 out of range"),
+                         ("direction(inception_3a/output, 1:x)", "expected a number")]:
+        with pytest.raises(ObjectiveError, match=message):
+            obj.parse(bad)
+
+
 def test_custom_callable_value_gradient_and_composition():
     x = jnp.array([[[1.0, 2.0], [3.0, 4.0]]])
     o = obj.custom(lambda acts: jnp.sum(acts["conv2/norm2"] ** 2), "conv2/norm2", "energy")
