@@ -529,7 +529,8 @@ def _call(name: str, args_text: str) -> Objective:
     _check_layer(args[0])
     if name == "direction":
         return _direction(args[0], args[1:])
-    rest = [_number(a, f"{name}() argument", integer=(i == 0 or name == "channel_product")) for i, a in enumerate(args[1:])]
+    rest = [_number(a, f"{name}() argument", integer=(i == 0 or name == "channel_product"))
+            for i, a in enumerate(args[1:])]
     return make(args[0], *rest)
 
 
