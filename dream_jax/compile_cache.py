@@ -39,6 +39,7 @@ from jax import export
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 from dream_jax import atomic
+from dream_jax.errors import UserError
 
 _folder: Path | None = None
 _configured = False
@@ -182,12 +183,22 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
 def compile_ahead(jitted, calls: list[tuple[dict, tuple]]) -> list[concurrent.futures.Future]:
     """Start `executable(jitted, static, *args)` for each (static, args), in
     order, on a thread pool; returns their futures. The caller's
-    `jax.default_device` (thread-local) goes with them."""
+    `jax.default_device` (thread-local) goes with them. A compilation that
+    fails on the pool with anything but a UserError is tried once more before
+    the failure counts: tracing on several threads at once is the pool's
+    choice, not the caller's, and a rare race in it must not cost a dream."""
     device = jax.config.jax_default_device
 
     def compile_for_caller(static, args):
         with jax.default_device(device):
-            return executable(jitted, static, *args)
+            try:
+                return executable(jitted, static, *args)
+            except UserError:
+                raise
+            except Exception as e:  # noqa: BLE001 -- retried once, serialised
+                logging.warning("compiling %s on the pool failed (%s: %s); trying again",
+                                jitted.__name__, type(e).__name__, e)
+                return executable(jitted, static, *args)
     return [_pool().submit(compile_for_caller, static, args) for static, args in calls]
 
 

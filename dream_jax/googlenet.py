@@ -160,12 +160,12 @@ def receptive_field(layer: str) -> tuple[int, int]:
     return size, stride
 
 
-MODEL = GoogLeNet()
 
 
-@functools.cache
 def model(kernels: str = "native", classes: int = NUM_CLASSES) -> GoogLeNet:
-    """The (stateless, shared) module for this gradient path and class count."""
+    """A fresh module for this gradient path and class count: not a shared one,
+    because octaves are traced on several threads at once and flax does not
+    promise that one unbound module can be applied from several threads."""
     return GoogLeNet(kernels=kernels, num_classes=classes)
 
 

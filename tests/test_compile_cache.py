@@ -122,3 +122,25 @@ def test_compile_ahead_gets_every_octave_up_front(params, monkeypatch):
     dream_jax.dream(_photo(size=(96, 112)), LAYER, params, config=CONFIG.replace(octave_n=3))
     shapes = [args[1].shape[1:3] for _, args in submitted]
     assert shapes == [(49, 57), (69, 80), (96, 112)]
+
+
+def test_a_compilation_that_fails_on_the_pool_is_tried_once_more(monkeypatch):
+    calls = []
+
+    def flaky(jitted, static, *args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise AssertionError("a race while tracing on two threads")
+        return "compiled"
+    monkeypatch.setattr(compile_cache, "executable", flaky)
+    (future,) = compile_cache.compile_ahead(len, [({}, (1,))])
+    assert future.result() == "compiled" and len(calls) == 2
+
+    def refused(jitted, static, *args):
+        calls.append(args)
+        raise compile_cache.UserError("too big")
+    monkeypatch.setattr(compile_cache, "executable", refused)
+    (future,) = compile_cache.compile_ahead(len, [({}, (1,))])
+    with pytest.raises(compile_cache.UserError):
+        future.result()
+    assert len(calls) == 3  # a user's error is not retried
