@@ -119,7 +119,7 @@ class GoogLeNet(nn.Module):
         # The classifier is applied at every pool5 position and averaged: at
         # 224x224 pool5 is 1x1 and this is exactly Caffe's InnerProduct; larger
         # inputs get the fully-convolutional generalisation (class objectives).
-        logits = nn.Dense(self.num_classes, name="loss3/classifier")(x).mean(axis=(1, 2))
+        logits = nn.Dense(self.num_classes, name=CLASSIFIER_LAYER)(x).mean(axis=(1, 2))
         yield "loss3/classifier", logits
         yield "prob", jax.nn.softmax(logits, axis=-1)
 

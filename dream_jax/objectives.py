@@ -48,7 +48,7 @@ import numpy as np
 from dream_jax import googlenet
 from dream_jax.errors import UserError
 
-CLASSIFIER = "loss3/classifier"
+CLASSIFIER = googlenet.CLASSIFIER_LAYER
 INPUT = "input"          # acts[INPUT]: the image, model space (BGR levels minus the mean)
 REFERENCE = "reference"  # acts[REFERENCE]: the image the dream started from, same units
 

@@ -314,35 +314,61 @@ def ten_inputs(weights_dir, tmp_path_factory, shared_cache):
     return folder, _pngs(root / "one")
 
 
+class _Job:
+    """Two processes over `ten_inputs`: one output folder, one address, logs
+    log0, log1, ... in the test's folder."""
+
+    def __init__(self, started, weights_dir, tmp_path, ten_inputs, shared_cache):
+        self.folder, self.reference = ten_inputs
+        self.out, self.tmp = tmp_path / "out", tmp_path
+        self.env = _env(DREAM_JAX_CACHE=str(shared_cache))
+        self.address = f"127.0.0.1:{_free_port()}"
+        self.started, self.weights_dir = started, weights_dir
+
+    def log(self, n: int) -> Path:
+        return self.tmp / f"log{n}"
+
+    def start(self, process_id: int, log: int, *extra) -> subprocess.Popen:
+        return _start(self.started, self.weights_dir, self.folder, self.out, self.address,
+                      process_id, self.log(log), self.env, *extra)
+
+    def kill(self, proc: subprocess.Popen) -> dict:
+        """SIGKILL, then the outputs written so far."""
+        proc.kill()
+        proc.wait()
+        return _pngs(self.out)
+
+
+SHARES = ([f"p{i}.png" for i in range(0, 10, 2)], [f"p{i}.png" for i in range(1, 10, 2)])
+
+
+@pytest.fixture
+def job(weights_dir, tmp_path, ten_inputs, shared_cache, started):
+    return _Job(started, weights_dir, tmp_path, ten_inputs, shared_cache)
+
+
 @pytest.mark.slow
-def test_a_killed_process_restarted_with_the_same_flags_rejoins_and_finishes_its_share(
-        weights_dir, tmp_path, ten_inputs, shared_cache, started):
+def test_a_killed_process_restarted_with_the_same_flags_rejoins_and_finishes_its_share(job):
     # Process 1 is SIGKILLed after its first output: process 0 finishes its own
     # share, says it waits, and waits; process 1 started again with the same
     # flags rejoins the job, dreams only what its first run did not write, and
     # process 0 merges the summaries.
-    folder, reference = ten_inputs
-    out, env = tmp_path / "out", _env(DREAM_JAX_CACHE=str(shared_cache))
-    address = f"127.0.0.1:{_free_port()}"
-    logs = [tmp_path / "log0", tmp_path / "log1", tmp_path / "log1b"]
-    procs = [_start(started, weights_dir, folder, out, address, i, logs[i], env) for i in range(2)]
-    ones = [f"p{i}.png" for i in range(1, 10, 2)]  # process 1's share
+    out, ones = job.out, SHARES[1]
+    procs = [job.start(i, i) for i in range(2)]
     _wait_until(lambda: any((out / n).exists() for n in ones), "process 1's first output")
-    procs[1].kill()
-    procs[1].wait()
-    kept = _pngs(out)
+    kept = job.kill(procs[1])
     assert 1 <= sum(n in kept for n in ones) < len(ones), "the kill should land mid-share"
-    _wait_until(lambda: "waiting for process(es) 1, not running" in logs[0].read_text(),
+    _wait_until(lambda: "waiting for process(es) 1, not running" in job.log(0).read_text(),
                 "process 0 to wait for process 1")
     assert procs[0].poll() is None  # the survivor waits for the restart
-    restarted = _start(started, weights_dir, folder, out, address, 1, logs[2], env)
-    assert restarted.wait(timeout=300) == 0, logs[2].read_text()[-3000:]
-    assert procs[0].wait(timeout=120) == 0, logs[0].read_text()[-3000:]
-    assert _done(logs[0]) == (5, 0)  # p0, p2, ..., p8: never stopped
+    restarted = job.start(1, 2)
+    assert restarted.wait(timeout=300) == 0, job.log(2).read_text()[-3000:]
+    assert procs[0].wait(timeout=120) == 0, job.log(0).read_text()[-3000:]
+    assert _done(job.log(0)) == (5, 0)  # p0, p2, ..., p8: never stopped
     kept_ones = sum(n in kept for n in ones)
-    assert _done(logs[2]) == (len(ones) - kept_ones, kept_ones)  # each input dreamed once
+    assert _done(job.log(2)) == (len(ones) - kept_ones, kept_ones)  # each input dreamed once
     final = _pngs(out)
-    assert final == reference
+    assert final == job.reference
     assert all(final[n] == data for n, data in kept.items())
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["done"], summary["skipped"], summary["processes"]) == (
@@ -351,67 +377,48 @@ def test_a_killed_process_restarted_with_the_same_flags_rejoins_and_finishes_its
 
 
 @pytest.mark.slow
-def test_process_0_killed_the_others_finish_alone_and_its_restart_finishes(
-        weights_dir, tmp_path, ten_inputs, shared_cache, started):
+def test_process_0_killed_the_others_finish_alone_and_its_restart_finishes(job):
     # Process 0 hosts jax's coordination service: when it dies, jax ends the
     # other processes' sidecars, not them: they finish their shares alone.
     # Process 0 started again with the same flags finds no job (its peers are
     # done) and finishes the rest of its share alone.
-    folder, reference = ten_inputs
-    out, env = tmp_path / "out", _env(DREAM_JAX_CACHE=str(shared_cache))
-    address = f"127.0.0.1:{_free_port()}"
-    logs = [tmp_path / "log0", tmp_path / "log1", tmp_path / "restart0"]
-    procs = [_start(started, weights_dir, folder, out, address, i, logs[i], env)
-             for i in range(2)]
-    zeros, ones = [f"p{i}.png" for i in range(0, 10, 2)], [f"p{i}.png" for i in range(1, 10, 2)]
+    out, (zeros, ones) = job.out, SHARES
+    procs = [job.start(i, i) for i in range(2)]
     _wait_until(lambda: any((out / n).exists() for n in zeros)
                 and any((out / n).exists() for n in ones), "a first output of each process")
-    procs[0].kill()
-    procs[0].wait()
-    kept = _pngs(out)
+    kept = job.kill(procs[0])
     kept_zeros = sum(n in kept for n in zeros)
     assert kept_zeros >= 1
-    assert procs[1].wait(timeout=300) == 0, logs[1].read_text()[-3000:]
-    assert _done(logs[1]) == (5, 0)  # its whole share, never stopped
+    assert procs[1].wait(timeout=300) == 0, job.log(1).read_text()[-3000:]
+    assert _done(job.log(1)) == (5, 0)  # its whole share, never stopped
     if sum(n in kept for n in ones) < len(ones):  # still dreaming when process 0 died
-        assert "process 1 ran alone" in logs[1].read_text()
+        assert "process 1 ran alone" in job.log(1).read_text()
     assert not (out / "summary.json").exists()
-    restarted = _start(started, weights_dir, folder, out, address, 0, logs[2], env,
-                       "--join_timeout=2")
-    assert restarted.wait(timeout=300) == 0, logs[2].read_text()[-3000:]
-    assert "process 0 dreams its share alone" in logs[2].read_text()
-    assert _done(logs[2]) == (len(zeros) - kept_zeros, kept_zeros)
+    restarted = job.start(0, 2, "--join_timeout=2")
+    assert restarted.wait(timeout=300) == 0, job.log(2).read_text()[-3000:]
+    assert "process 0 dreams its share alone" in job.log(2).read_text()
+    assert _done(job.log(2)) == (len(zeros) - kept_zeros, kept_zeros)
     final = _pngs(out)
-    assert final == reference
+    assert final == job.reference
     assert all(final[n] == data for n, data in kept.items())
     assert not list(out.glob(".*"))
 
 
 @pytest.mark.slow
-def test_a_dead_process_not_restarted_in_time_fails_process_0_and_later_runs_alone(
-        weights_dir, tmp_path, ten_inputs, shared_cache, started):
+def test_a_dead_process_not_restarted_in_time_fails_process_0_and_later_runs_alone(job):
     # Process 0 waits --peer_timeout for a dead process, then exits 1 with one
     # error line; the dead process run later finds no job and finishes alone.
-    folder, reference = ten_inputs
-    out, env = tmp_path / "out", _env(DREAM_JAX_CACHE=str(shared_cache))
-    address = f"127.0.0.1:{_free_port()}"
-    logs = [tmp_path / "log0", tmp_path / "log1", tmp_path / "log1b"]
-    procs = [_start(started, weights_dir, folder, out, address, 0, logs[0], env,
-                    "--peer_timeout=1"),
-             _start(started, weights_dir, folder, out, address, 1, logs[1], env)]
-    ones = [f"p{i}.png" for i in range(1, 10, 2)]
+    out, ones = job.out, SHARES[1]
+    procs = [job.start(0, 0, "--peer_timeout=1"), job.start(1, 1)]
     _wait_until(lambda: any((out / n).exists() for n in ones), "process 1's first output")
-    procs[1].kill()
-    procs[1].wait()
-    kept = _pngs(out)
+    kept = job.kill(procs[1])
     assert procs[0].wait(timeout=300) == 1
-    errors = [line for line in logs[0].read_text().splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "not restarted within 1s" in errors[0], logs[0].read_text()
+    errors = [line for line in job.log(0).read_text().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "not restarted within 1s" in errors[0], job.log(0).read_text()
     assert not (out / "summary.json").exists()
     kept_ones = sum(n in kept for n in ones)
-    again = _start(started, weights_dir, folder, out, address, 1, logs[2], env,
-                   "--join_timeout=1")
-    assert again.wait(timeout=300) == 0, logs[2].read_text()[-3000:]
-    assert "process 1 dreams its share alone" in logs[2].read_text()
-    assert _done(logs[2]) == (len(ones) - kept_ones, kept_ones)
-    assert _pngs(out) == reference
+    again = job.start(1, 2, "--join_timeout=1")
+    assert again.wait(timeout=300) == 0, job.log(2).read_text()[-3000:]
+    assert "process 1 dreams its share alone" in job.log(2).read_text()
+    assert _done(job.log(2)) == (len(ones) - kept_ones, kept_ones)
+    assert _pngs(out) == job.reference
