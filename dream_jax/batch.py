@@ -136,12 +136,11 @@ class _StaleTemps:
     removes, at the end of the stream, the temps no current output owns."""
 
     def __init__(self, out_dir: Path, share: distributed.Share):
-        self.share = share
+        self.share, self.others = share, set()
+        self.by_target: dict[str, list[Path]] = {}
         if share.num_processes == 1:
             atomic.remove_stale_temps(out_dir)
-            self.by_target: dict[str, list[Path]] = {}
             return
-        self.by_target = {}
         for path in out_dir.glob(".*.tmp"):
             self.by_target.setdefault(path.name[1:-len(".tmp")].rsplit(".", 1)[0],
                                       []).append(path)
