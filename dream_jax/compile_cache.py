@@ -46,9 +46,6 @@ _configured = False
 _compiled: dict[str, Callable] = {}  # key -> compiled executable
 _lock = threading.Lock()
 OFF = "off"
-# XLA:CPU's older fusion emitters compile a GoogLeNet octave with much less CPU
-# time than its MLIR ones and run it as fast (BUILD_NOTES, "First dream").
-_COMPILER_OPTIONS = {"cpu": {"xla_cpu_use_fusion_emitters": False}}
 
 
 def default_folder() -> Path | None:
@@ -168,8 +165,7 @@ def executable(jitted, static: dict[str, Any], *args) -> Callable:
     exported = _load_or_export(jitted, key, static, args) if _folder is not None else None
     lowered = (jitted.lower(*args, **static) if exported is None
                else jax.jit(exported.call).lower(*args))
-    options = _COMPILER_OPTIONS.get(_device().platform)
-    compiled = lowered.compile(compiler_options=options)
+    compiled = lowered.compile()
     with _lock:
         return _compiled.setdefault(key, compiled)
 
