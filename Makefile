@@ -3,8 +3,9 @@
 # make test-quick: the suite without the tests marked slow, for the inner loop.
 # make gpu-check GPU_CHECK_OUT=DIR: the prepared GPU check (README: GPU check).
 # make gallery: the README gallery (docs/gallery/make.sh).
+# make dream PYTHON=/path/to/python3.12 VENV=.venv-py312: another interpreter, its own venv.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHARED_WEIGHTS := ../shared/weights/bvlc_googlenet
 OFFICIAL_CAFFEMODEL := http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel

@@ -2,8 +2,6 @@
 converted model's own)."""
 from __future__ import annotations
 
-import functools
-
 import jax
 import numpy as np
 from PIL import Image
@@ -27,8 +25,9 @@ def center_crop_input(rgb: np.ndarray) -> np.ndarray:
     return resized[top:top + size, left:left + size]
 
 
-@functools.partial(jax.jit)
-def _probabilities(params, images):
+@jax.jit
+def probabilities(params, images):
+    """Class probabilities (N, classes) of images (N, 224, 224, 3) in model space."""
     return googlenet.apply(params, images, ("prob",))["prob"]
 
 
@@ -39,6 +38,6 @@ def classify(params, rgb: np.ndarray, labels: list[str], top_k: int = 5) -> list
     if len(labels) != classes:
         raise UserError(f"{len(labels)} class labels for a model with {classes} classes")
     image = preprocess.to_model(center_crop_input(rgb))[None]
-    probs = np.asarray(_probabilities(params, image))[0]
+    probs = np.asarray(probabilities(params, image))[0]
     top = np.argsort(-probs, kind="stable")[:top_k]
     return [{"index": int(i), "label": labels[i], "prob": float(probs[i])} for i in top]

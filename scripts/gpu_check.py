@@ -3,10 +3,13 @@
   make gpu-check GPU_CHECK_OUT=DIR    # PYTHONPATH=. python3 scripts/gpu_check.py --out=DIR
   python scripts/gpu_check.py --dry_run --out=/tmp/check   # CPU, tiny sizes: the whole path
   python scripts/gpu_check.py --cases=batch-bf16-custom,batch-bf16-native --nocorrectness
+  python scripts/gpu_check.py --lower_only --platforms=cuda,tpu   # no accelerator needed
 
 Writes DIR/gpu_check.json, DIR/gpu_check.md and DIR/benchmarks/<case>.{json,md,log};
 exits 1 when a correctness check failed or a case crashed (timeouts are the
-budget's). The logic is in benchmarks/gpu_check.py.
+budget's). The logic is in benchmarks/gpu_check.py. `--lower_only` lowers every
+compiled program for `--platforms` with jax.export (benchmarks/lowering.py),
+prints one line per program and platform, and exits 1 if a platform refused one.
 """
 import os
 import sys
@@ -30,9 +33,26 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "CPU only, tiny sizes, no torch.c
 _CASES = flags.DEFINE_list("cases", [], "Only these cases (default: all, most important first): "
                            + ", ".join(gpu_check.ORDER))
 _CORRECTNESS = flags.DEFINE_bool("correctness", True, "Compare accelerator and CPU first.")
+_LOWER_ONLY = flags.DEFINE_bool("lower_only", False, "Only lower every compiled program for "
+                                "--platforms (jax.export; no accelerator needed), write nothing.")
+_PLATFORMS = flags.DEFINE_list("platforms", ["cuda", "tpu"], "Platforms for --lower_only.")
+
+
+def lower_only():
+    from benchmarks import lowering
+    unknown = sorted(set(_PLATFORMS.value) - set(lowering.PLATFORMS))
+    if unknown or not _PLATFORMS.value:
+        cli.fail(f"--platforms must name some of {', '.join(lowering.PLATFORMS)}, "
+                 f"got {','.join(_PLATFORMS.value)!r}")
+    failures = lowering.lower_all(tuple(_PLATFORMS.value))
+    if failures:
+        cli.fail(f"{len(failures)} program(s) did not lower: {failures[0]}")
+    print(f"lowering: every program lowered for {', '.join(_PLATFORMS.value)}")
 
 
 def main():
+    if _LOWER_ONLY.value:
+        return lower_only()
     out = Path(_OUT.value)
     record = gpu_check.run_check(out, Path(_WEIGHTS.value) if _WEIGHTS.value else None,
                                  _DRY_RUN.value, _BUDGET.value, _CASES.value, _CORRECTNESS.value)

@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SHARED_WEIGHTS = SHARED / "weights" / "bvlc_googlenet"
 SHARED_DATA = SHARED / "data"
+TORCH_ABSENT = ("PyTorch, the reference implementation, is not installed (its CPU build is "
+                "on disk for Python 3.11 only)")
 
 
 def _need(path: Path, what: str) -> Path:

@@ -4,10 +4,12 @@ import math
 
 import pytest
 
-from dream_jax import googlenet
-from tests.conftest import assert_one_line_error, run_main, run_script
+from tests.conftest import TORCH_ABSENT, assert_one_line_error, run_main, run_script
 
-pytest.importorskip("torch")
+pytest.importorskip("torch", reason=TORCH_ABSENT)
+
+from dream_jax import googlenet  # noqa: E402
+
 
 
 def conv_flops(height: int, width: int, layer: str = "inception_4c/output") -> int:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_check
-from tests.conftest import ROOT, assert_one_line_error, run_script
+from tests.conftest import ROOT, TORCH_ABSENT, assert_one_line_error, run_script
 
-pytest.importorskip("torch")
+pytest.importorskip("torch", reason=TORCH_ABSENT)
+
+from benchmarks import gpu_check  # noqa: E402
+
 
 RECORD_KEYS = {"machine", "versions", "date", "check", "correctness", "cases", "results",
                "speedups", "kernels", "warm_first_calls", "targets"}

@@ -177,7 +177,7 @@ def test_classifies_like_opencvs_caffe_importer(places, places_weights, tmp_path
         net.setInput(np.ascontiguousarray(image.transpose(0, 3, 1, 2)))
         theirs = net.forward("prob").reshape(-1)
         assert theirs.shape == (CLASSES,) and theirs.max() > 0.2  # a peaked, meaningful output
-        ours = np.asarray(classify._probabilities(params, image))[0]
+        ours = np.asarray(classify.probabilities(params, image))[0]
         worst = max(worst, float(np.abs(ours - theirs).max()))
         top = classify.classify(params, rgb, labels, top_k=5)
         assert [e["index"] for e in top] == list(np.argsort(-theirs, kind="stable")[:5])
@@ -231,6 +231,6 @@ def test_dreams_with_the_last_class(places_weights, tmp_path):
     dreamed = image_io.read_image(out)[0]
     assert dreamed.shape == rgb.shape
     params = weights.load_params(places_weights)
-    before, after = (np.asarray(classify._probabilities(params, preprocess.to_model(x)[None]))[0]
+    before, after = (np.asarray(classify.probabilities(params, preprocess.to_model(x)[None]))[0]
                      for x in (rgb, dreamed))
     assert after[last] > before[last], (before[last], after[last])

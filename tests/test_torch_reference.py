@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.conftest import TORCH_ABSENT
 
+torch = pytest.importorskip("torch", reason=TORCH_ABSENT)
 from benchmarks import torch_reference as ref  # noqa: E402
 from dream_jax import deepdream, googlenet, gradients, objectives, preprocess  # noqa: E402
 from dream_jax.config import DreamConfig  # noqa: E402

@@ -1,0 +1,95 @@
+"""Lower dream_jax's compiled programs for accelerators this machine does not have.
+
+`jax.export` lowers a jitted function for any platform from abstract shapes
+alone, so CI (CPU only) can check that every program the GPU or TPU would run
+is accepted by that platform's lowering rules: the dream octave (whole and
+tiled gradient, both kernel paths), one feature-visualisation run and
+classification. A platform that refuses an op fails here, with its name,
+instead of on a lent accelerator.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import export
+
+from dream_jax import classify, deepdream, googlenet, gradients, objectives, visualize
+from dream_jax.config import DreamConfig
+
+PLATFORMS = ("cuda", "rocm", "tpu", "cpu")
+_SIZE = 96  # big enough for inception_4c, small enough to lower in seconds
+_LAYER = "inception_4c/output"
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    name: str
+    lower: Callable[[tuple[str, ...]], export.Exported]
+
+
+def _f32(*shape):
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def _octave(kernels: str, gradient) -> Callable[[tuple[str, ...]], export.Exported]:
+    """The dream octave for a batch of two images, as `deepdream` compiles it."""
+    objective = objectives.parse(_LAYER)
+    terms = objectives.union_terms([objective])
+    weights = objectives.weight_matrix([objective, objective], terms)
+    config = deepdream.StepConfig.of(DreamConfig(kernels=kernels))
+    args = (googlenet.abstract_params(), _f32(2, _SIZE, _SIZE, 3),
+            jax.ShapeDtypeStruct(weights.shape, jnp.float32), {},
+            jax.ShapeDtypeStruct((2, 2), jnp.uint32), jax.ShapeDtypeStruct((), jnp.int32))
+    static = dict(terms=terms, gradient=gradient, config=config)
+    return lambda platforms: export.export(deepdream.dream_octave, platforms=platforms)(
+        *args, **static)
+
+
+def _visualization(kernels: str) -> Callable[[tuple[str, ...]], export.Exported]:
+    settings = visualize.Settings(layer="inception_3b/output", size=64, steps=4)
+    args = (googlenet.abstract_params(), jax.ShapeDtypeStruct((2,), jnp.int32), _f32(2, 0),
+            jax.ShapeDtypeStruct((2, 2), jnp.uint32))
+    return lambda platforms: export.export(visualize.optimize, platforms=platforms)(
+        *args, terms=(), settings=settings, kernels=kernels)
+
+
+def _classification(platforms: tuple[str, ...]) -> export.Exported:
+    size = googlenet.INPUT_SIZE
+    return export.export(classify.probabilities, platforms=platforms)(
+        googlenet.abstract_params(), _f32(1, size, size, 3))
+
+
+def programs() -> list[Program]:
+    """Every compiled entry point an accelerator runs, with each static variant."""
+    halo, stride = gradients.halo_for(_LAYER)
+    tiles = gradients.Tiles(32, halo, stride)
+    found = []
+    for kernels in ("custom", "native"):
+        found.append(Program(f"dream_octave[whole,{kernels}]", _octave(kernels, gradients.Whole())))
+        found.append(Program(f"dream_octave[tiles,{kernels}]", _octave(kernels, tiles)))
+        found.append(Program(f"visualize.optimize[{kernels}]", _visualization(kernels)))
+    found.append(Program("classify.probabilities", _classification))
+    return found
+
+
+def lower_all(platforms: tuple[str, ...], report: Callable[[str], None] = print,
+              to_lower: list[Program] | None = None) -> list[str]:
+    """Lower each program (default: all of `programs()`) for each platform, one
+    line each through `report`. Returns the failures ("program on platform:
+    error"), empty when all lowered."""
+    failures = []
+    for program in programs() if to_lower is None else to_lower:
+        for platform in platforms:
+            try:
+                exported = program.lower((platform,))
+            except Exception as e:  # noqa: BLE001 -- any refusal is the finding
+                message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                failures.append(f"{program.name} on {platform}: {message}")
+                report(f"FAILED {platform:5s} {program.name}: {message}")
+                continue
+            size = len(exported.mlir_module_serialized)
+            report(f"ok     {platform:5s} {program.name}: StableHLO {size / 1024:.0f} KiB")
+    return failures
