@@ -8,7 +8,7 @@ network stops after the deepest requested tap: nothing above it is computed.
 from __future__ import annotations
 
 import functools
-from typing import Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -60,106 +60,158 @@ class GoogLeNet(nn.Module):
         if unknown:
             raise ValueError(f"unknown layer(s) {sorted(unknown)}; valid: {', '.join(LAYERS)}")
         found = {}
-        for name, value in self._blobs(images):
+        for name, value in _tower(self, images):
             if name in wanted:
                 found[name] = value
                 if len(found) == len(wanted):
                     break
         return found
 
-    def _conv(self, x, features, kernel, name, stride=1, pad=0):
+    # The operations `_tower` is written in, on arrays.
+    def conv(self, x, features, kernel, name, stride=1, pad=0):
         conv = nn.Conv(features, (kernel, kernel), strides=stride,
-                       padding=((pad, pad), (pad, pad)), conv_general_dilated=caffe_ops.flax_conv(self.kernels),
-                       name=name)
+                       padding=((pad, pad), (pad, pad)),
+                       conv_general_dilated=caffe_ops.flax_conv(self.kernels), name=name)
         return nn.relu(conv(x))
 
-    def _inception(self, block: str, x) -> Iterator[tuple[str, jax.Array]]:
-        n1, n3r, n3, n5r, n5, npool = INCEPTION[block]
-        b1 = self._conv(x, n1, 1, f"{block}/1x1")
-        yield f"{block}/1x1", b1
-        b3r = self._conv(x, n3r, 1, f"{block}/3x3_reduce")
-        yield f"{block}/3x3_reduce", b3r
-        b3 = self._conv(b3r, n3, 3, f"{block}/3x3", pad=1)
-        yield f"{block}/3x3", b3
-        b5r = self._conv(x, n5r, 1, f"{block}/5x5_reduce")
-        yield f"{block}/5x5_reduce", b5r
-        b5 = self._conv(b5r, n5, 5, f"{block}/5x5", pad=2)
-        yield f"{block}/5x5", b5
-        pooled = caffe_ops.max_pool_ceil(x, 3, 1, pad=1, kernels=self.kernels)
-        yield f"{block}/pool", pooled
-        proj = self._conv(pooled, npool, 1, f"{block}/pool_proj")
-        yield f"{block}/pool_proj", proj
-        out = jnp.concatenate([b1, b3, b5, proj], axis=-1)
-        yield f"{block}/output", out
-        return out
+    def max_pool(self, x, window, stride, pad=0):
+        return caffe_ops.max_pool_ceil(x, window, stride, pad=pad, kernels=self.kernels)
 
-    def _blobs(self, x) -> Iterator[tuple[str, jax.Array]]:
-        """Every blob of the network in Caffe's order; consumers stop early."""
-        x = self._conv(x, 64, 7, "conv1/7x7_s2", stride=2, pad=3)
-        yield "conv1/7x7_s2", x
-        x = caffe_ops.max_pool_ceil(x, 3, 2, kernels=self.kernels)
-        yield "pool1/3x3_s2", x
-        x = caffe_ops.local_response_norm(x)
-        yield "pool1/norm1", x
-        x = self._conv(x, 64, 1, "conv2/3x3_reduce")
-        yield "conv2/3x3_reduce", x
-        x = self._conv(x, 192, 3, "conv2/3x3", pad=1)
-        yield "conv2/3x3", x
-        x = caffe_ops.local_response_norm(x)
-        yield "conv2/norm2", x
-        x = caffe_ops.max_pool_ceil(x, 3, 2, kernels=self.kernels)
-        yield "pool2/3x3_s2", x
-        for block in INCEPTION:
-            if block in POOL_BEFORE:
-                x = caffe_ops.max_pool_ceil(x, 3, 2, kernels=self.kernels)
-                yield POOL_BEFORE[block], x
-            x = yield from self._inception(block, x)
-        x = nn.avg_pool(x, (7, 7), strides=(1, 1))
-        yield "pool5/7x7_s1", x
-        # The classifier is applied at every pool5 position and averaged: at
-        # 224x224 pool5 is 1x1 and this is exactly Caffe's InnerProduct; larger
-        # inputs get the fully-convolutional generalisation (class objectives).
-        logits = nn.Dense(self.num_classes, name=CLASSIFIER_LAYER)(x).mean(axis=(1, 2))
-        yield "loss3/classifier", logits
-        yield "prob", jax.nn.softmax(logits, axis=-1)
+    def norm(self, x):
+        return caffe_ops.local_response_norm(x)
+
+    def concat(self, branches):
+        return jnp.concatenate(branches, axis=-1)
+
+    def avg_pool(self, x, window):
+        return nn.avg_pool(x, (window, window), strides=(1, 1))
+
+    def classifier(self, x):
+        # Applied at every pool5 position and averaged: at 224x224 pool5 is 1x1 and
+        # this is exactly Caffe's InnerProduct; larger inputs get the
+        # fully-convolutional generalisation (class objectives).
+        return nn.Dense(self.num_classes, name=CLASSIFIER_LAYER)(x).mean(axis=(1, 2))
+
+    def softmax(self, x):
+        return jax.nn.softmax(x, axis=-1)
 
 
-# How far each blob sees: (kernel, stride) of the ops that widen the view. An
-# inception block's widest path (1x1 then 5x5) is counted at its first blob, so
-# every blob of a block gets the block's bound.
-_FOOTPRINT = {"conv1/7x7_s2": (7, 2), "pool1/3x3_s2": (3, 2), "conv2/3x3": (3, 1),
-              "pool2/3x3_s2": (3, 2), "pool3/3x3_s2": (3, 2), "pool4/3x3_s2": (3, 2),
-              "pool5/7x7_s1": (7, 1), **{f"{block}/1x1": (5, 1) for block in INCEPTION}}
+def _inception(ops, block: str, x) -> Iterator[tuple[str, Any]]:
+    n1, n3r, n3, n5r, n5, npool = INCEPTION[block]
+    b1 = ops.conv(x, n1, 1, f"{block}/1x1")
+    yield f"{block}/1x1", b1
+    b3r = ops.conv(x, n3r, 1, f"{block}/3x3_reduce")
+    yield f"{block}/3x3_reduce", b3r
+    b3 = ops.conv(b3r, n3, 3, f"{block}/3x3", pad=1)
+    yield f"{block}/3x3", b3
+    b5r = ops.conv(x, n5r, 1, f"{block}/5x5_reduce")
+    yield f"{block}/5x5_reduce", b5r
+    b5 = ops.conv(b5r, n5, 5, f"{block}/5x5", pad=2)
+    yield f"{block}/5x5", b5
+    pooled = ops.max_pool(x, 3, 1, pad=1)
+    yield f"{block}/pool", pooled
+    proj = ops.conv(pooled, npool, 1, f"{block}/pool_proj")
+    yield f"{block}/pool_proj", proj
+    out = ops.concat([b1, b3, b5, proj])
+    yield f"{block}/output", out
+    return out
 
 
-# The blobs whose map size differs from their input's, and how.
-_RESIZE = {"conv1/7x7_s2": lambda n: (n - 1) // 2 + 1,  # 7x7, stride 2, pad 3
-           **{name: lambda n: caffe_ops.pool_size(n, 3, 2) for name in (
-               "pool1/3x3_s2", "pool2/3x3_s2", "pool3/3x3_s2", "pool4/3x3_s2")},
-           "pool5/7x7_s1": lambda n: n - 6}
+def _tower(ops, x) -> Iterator[tuple[str, Any]]:
+    """Every blob of the network in Caffe's order, computed by `ops` (the module
+    on arrays, or `_GeometryOps` on geometry); consumers stop early. The
+    topology is written only here."""
+    x = ops.conv(x, 64, 7, "conv1/7x7_s2", stride=2, pad=3)
+    yield "conv1/7x7_s2", x
+    x = ops.max_pool(x, 3, 2)
+    yield "pool1/3x3_s2", x
+    x = ops.norm(x)
+    yield "pool1/norm1", x
+    x = ops.conv(x, 64, 1, "conv2/3x3_reduce")
+    yield "conv2/3x3_reduce", x
+    x = ops.conv(x, 192, 3, "conv2/3x3", pad=1)
+    yield "conv2/3x3", x
+    x = ops.norm(x)
+    yield "conv2/norm2", x
+    x = ops.max_pool(x, 3, 2)
+    yield "pool2/3x3_s2", x
+    for block in INCEPTION:
+        if block in POOL_BEFORE:
+            x = ops.max_pool(x, 3, 2)
+            yield POOL_BEFORE[block], x
+        x = yield from _inception(ops, block, x)
+    x = ops.avg_pool(x, 7)
+    yield "pool5/7x7_s1", x
+    logits = ops.classifier(x)
+    yield "loss3/classifier", logits
+    yield "prob", ops.softmax(logits)
+
+
+class _Geometry(NamedTuple):
+    """Where a blob's positions sit in the input: `resize` are the (window, stride,
+    pad, ceil) steps that change a side's length, `size` the width of input one
+    position sees and `jump` the input distance between neighbouring positions."""
+    resize: tuple[tuple[int, int, int, bool], ...] = ()
+    size: int = 1
+    jump: int = 1
+
+
+class _GeometryOps:
+    """`_tower`'s operations on `_Geometry`: the network's map sizes and receptive
+    fields, read from the same code that builds it."""
+
+    @staticmethod
+    def _window(x: _Geometry, window: int, stride: int, pad: int, ceil: bool) -> _Geometry:
+        same = stride == 1 and window == 2 * pad + 1  # keeps the side's length
+        resize = x.resize if same else (*x.resize, (window, stride, pad, ceil))
+        return _Geometry(resize, x.size + (window - 1) * x.jump, x.jump * stride)
+
+    def conv(self, x, features, kernel, name, stride=1, pad=0):
+        return self._window(x, kernel, stride, pad, ceil=False)
+
+    def max_pool(self, x, window, stride, pad=0):
+        return self._window(x, window, stride, pad, ceil=True)
+
+    def avg_pool(self, x, window):
+        return self._window(x, window, 1, 0, ceil=False)
+
+    def concat(self, branches):
+        if len({(b.resize, b.jump) for b in branches}) != 1:
+            raise ValueError("concatenated branches must share their sampling grid")
+        return branches[0]._replace(size=max(b.size for b in branches))
+
+    def norm(self, x):  # across channels only
+        return x
+
+    classifier = softmax = norm  # geometry of pool5, averaged over its positions
+
+
+@functools.cache
+def _geometry() -> dict[str, _Geometry]:
+    """{layer: geometry}, each the widest of every blob up to it, so that the last
+    of several taps (in LAYERS order) bounds them all."""
+    widest, found = _Geometry(), {}
+    for name, g in _tower(_GeometryOps(), _Geometry()):
+        widest = g._replace(size=max(g.size, widest.size))
+        found[name] = widest
+    return found
 
 
 def map_size(layer: str, n: int) -> int:
     """Side of `layer`'s map for an input side of n (< 1: the input is too small);
     the classifier and prob take pool5's."""
-    for name in LAYERS[:LAYERS.index(layer) + 1]:
-        if name in _RESIZE:
-            n = _RESIZE[name](n)
+    for window, stride, pad, ceil in _geometry()[layer].resize:
+        n = (caffe_ops.pool_size(n, window, stride, pad) if ceil
+             else (n + 2 * pad - window) // stride + 1)
     return n
 
 
 def receptive_field(layer: str) -> tuple[int, int]:
     """(size, stride) in input pixels of one position of `layer`'s map: the
-    window of input it can see (an upper bound inside a block) and the step
+    window of input it can see (the widest of the blobs up to it) and the step
     between neighbouring positions."""
-    size, stride = 1, 1
-    for name in LAYERS[:LAYERS.index(layer) + 1]:
-        kernel, step = _FOOTPRINT.get(name, (1, 1))
-        size += (kernel - 1) * stride
-        stride *= step
-    return size, stride
-
-
+    geometry = _geometry()[layer]
+    return geometry.size, geometry.jump
 
 
 def model(kernels: str = "native", classes: int = NUM_CLASSES) -> GoogLeNet:

@@ -64,7 +64,7 @@ def test_map_size_is_the_networks(n):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layer", ["inception_3a/output", "inception_4c/output"])
+@pytest.mark.parametrize("layer", ["inception_3a/output", "inception_4c/3x3", "inception_4c/output"])
 def test_receptive_field_bounds_where_the_gradient_reaches(params, layer):
     """One map position's input gradient stays inside its receptive field."""
     size, stride = googlenet.receptive_field(layer)
