@@ -7,6 +7,7 @@ network stops after the deepest requested tap: nothing above it is computed.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -184,6 +185,56 @@ class _GeometryOps:
         return x
 
     classifier = softmax = norm  # geometry of pool5, averaged over its positions
+
+
+@dataclasses.dataclass(eq=False)
+class Blob:
+    """One blob of the network as `_tower` wires it: the operation that makes
+    it, the blobs it reads, its channel count, and for a convolution its
+    parameters' name and stride. `name` is the tap it is yielded as (the
+    image: "input")."""
+    op: str
+    inputs: tuple["Blob", ...] = ()
+    channels: int = 3
+    conv: str | None = None
+    stride: int = 1
+    name: str = "input"
+
+
+class _WiringOps:
+    """`_tower`'s operations on `Blob`s: which blob feeds which."""
+
+    def conv(self, x, features, kernel, name, stride=1, pad=0):
+        return Blob("conv", (x,), features, name, stride)
+
+    def concat(self, branches):
+        return Blob("concat", tuple(branches), sum(b.channels for b in branches))
+
+    def max_pool(self, x, window, stride, pad=0):
+        return Blob("max_pool", (x,), x.channels)
+
+    def norm(self, x):
+        return Blob("norm", (x,), x.channels)
+
+    def avg_pool(self, x, window):
+        return Blob("avg_pool", (x,), x.channels)
+
+    def classifier(self, x):
+        return Blob("classifier", (x,), 0)
+
+    def softmax(self, x):
+        return Blob("softmax", (x,), 0)
+
+
+@functools.cache
+def wiring() -> dict[str, Blob]:
+    """{layer: Blob}: the network's graph, read from `_tower` (the classifier's
+    channel count is not known here: it is the params' own)."""
+    found = {}
+    for name, blob in _tower(_WiringOps(), Blob("input")):
+        blob.name = name
+        found[name] = blob
+    return found
 
 
 @functools.cache

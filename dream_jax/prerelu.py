@@ -31,42 +31,22 @@ class Branch(NamedTuple):
     stride: int
 
 
-_CONV_INPUT = {"conv1/7x7_s2": objectives.INPUT, "conv2/3x3_reduce": "pool1/norm1",
-               "conv2/3x3": "conv2/3x3_reduce"}
-
-
-def _block_input(block: str) -> str:
-    if block in googlenet.POOL_BEFORE:
-        return googlenet.POOL_BEFORE[block]
-    blocks = list(googlenet.INCEPTION)
-    i = blocks.index(block)
-    return "pool2/3x3_s2" if i == 0 else f"{blocks[i - 1]}/output"
-
-
-def _conv_input(conv: str) -> str:
-    if conv in _CONV_INPUT:
-        return _CONV_INPUT[conv]
-    block, branch = conv.split("/")
-    return {"3x3": f"{block}/3x3_reduce", "5x5": f"{block}/5x5_reduce",
-            "pool_proj": f"{block}/pool"}.get(branch, _block_input(block))
+def _branch(conv: googlenet.Blob, offset: int) -> Branch:
+    return Branch(conv.inputs[0].name, conv.conv, offset, conv.channels, conv.stride)
 
 
 def branches(layer: str) -> tuple[Branch, ...] | None:
-    """The convolutions whose ReLU'd outputs make up `layer`; None when it is
-    not a ReLU'd convolution (pools, norms, the classifier)."""
-    shapes = googlenet.param_shapes()
-    if layer.endswith("/output"):
-        block = layer.split("/")[0]
-        n1, _, n3, _, n5, npool = googlenet.INCEPTION[block]
-        parts, offset = [], 0
-        for branch, count in zip(("1x1", "3x3", "5x5", "pool_proj"), (n1, n3, n5, npool)):
-            conv = f"{block}/{branch}"
-            parts.append(Branch(_conv_input(conv), conv, offset, count, 1))
-            offset += count
-        return tuple(parts)
-    if layer in shapes and len(shapes[layer]["kernel"]) == 4:
-        stride = 2 if layer == "conv1/7x7_s2" else 1
-        return (Branch(_conv_input(layer), layer, 0, shapes[layer]["kernel"][-1], stride),)
+    """The convolutions whose ReLU'd outputs make up `layer` (read from the
+    network's wiring); None when it is not a ReLU'd convolution or a
+    concatenation of them (pools, norms, the classifier)."""
+    blob = googlenet.wiring()[layer]
+    if blob.op == "conv":
+        return (_branch(blob, 0),)
+    if blob.op == "concat" and all(b.op == "conv" for b in blob.inputs):
+        offsets = [0]
+        for b in blob.inputs[:-1]:
+            offsets.append(offsets[-1] + b.channels)
+        return tuple(_branch(b, offset) for b, offset in zip(blob.inputs, offsets))
     return None
 
 
