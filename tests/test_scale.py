@@ -1,9 +1,11 @@
-"""Scale (issue 12): streamed batches, sharding over devices, several processes."""
+"""Scale (issues 12, 20): streamed batches, sharding over devices, several
+processes with no coordinator, and the Ray engine."""
 import json
 import os
-import socket
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import batch, devices, distributed, inputs, render, stream
+from dream_jax import batch, devices, distributed, inputs, render, stream, summary
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
 from tests.conftest import ROOT, assert_one_line_error, run_main
@@ -59,14 +61,89 @@ def test_device_choice_and_padding():
 def test_processes_split_the_stream_once_and_flags_are_checked():
     shares = [distributed.Share(i, 3) for i in range(3)]
     assert all(sum(s.owns(i) for s in shares) == 1 for i in range(100))
-    for args, fragment in [(("h:1", None, 0), "go together"), (("nope", 2, 0), "HOST:PORT"),
-                           (("127.0.0.1:1", 2, 2), "process_id"),
-                           (("127.0.0.1:1", 0, 0), "num_processes")]:
+    for args, fragment in [((None, 0), "of how many"), ((2, None), "needs --process_id"),
+                           ((2, 2), "process_id must be in 0..1"), ((0, 0), "num_processes")]:
         with pytest.raises(UserError, match=fragment):
-            distributed.initialize(*args)
-    with pytest.raises(UserError, match="join_timeout"):
-        distributed.initialize("127.0.0.1:1", 2, 1, join_timeout=0)
-    assert distributed.initialize(None, None, None) == distributed.Share()
+            distributed.share_from(*args, {})
+    assert distributed.share_from(None, None, {}) == distributed.Share()
+    assert distributed.share_from(1, None, {}) == distributed.Share()
+    assert distributed.share_from(4, 3, {}) == distributed.Share(3, 4)
+
+
+def test_scheduler_variables_give_the_share_and_flags_win():
+    slurm = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "4",
+             "SLURM_ARRAY_TASK_MIN": "5"}
+    assert distributed.share_from(None, None, slurm) == distributed.Share(2, 4)
+    stepped = {**slurm, "SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_STEP": "2"}
+    assert distributed.share_from(None, None, stepped) == distributed.Share(2, 4)
+    assert distributed.share_from(None, None, {"SLURM_ARRAY_TASK_ID": "0",
+                                               "SLURM_ARRAY_TASK_COUNT": "1"}) == (
+        distributed.Share())
+    kubernetes = {"JOB_COMPLETION_INDEX": "3", distributed.NUM_PROCESSES_ENV: "8"}
+    assert distributed.share_from(None, None, kubernetes) == distributed.Share(3, 8)
+    assert distributed.share_from(16, None, {"JOB_COMPLETION_INDEX": "3"}) == (
+        distributed.Share(3, 16))
+    assert distributed.share_from(2, 1, slurm) == distributed.Share(1, 2)  # flags win
+    for environ, fragment in [({"JOB_COMPLETION_INDEX": "3"}, "of how many"),
+                              ({"SLURM_ARRAY_TASK_ID": "3"}, "SLURM_ARRAY_TASK_COUNT"),
+                              ({**slurm, "SLURM_ARRAY_TASK_ID": "9"}, "not in a range 5-8"),
+                              ({**slurm, "SLURM_ARRAY_TASK_ID": "x"}, "must be an integer"),
+                              ({**stepped, "SLURM_ARRAY_TASK_ID": "8"}, "not in a range")]:
+        with pytest.raises(UserError, match=fragment):
+            distributed.share_from(None, None, environ)
+
+
+def _part(process_id: int, done: int, **extra) -> dict:
+    return {"done": done, "skipped": 1, "failed": [{"input": f"bad{process_id}", "error": "x"}],
+            "interrupted": False, "devices": 1, "processes": 3, "seconds": 2.0 + process_id,
+            "images_per_second": 1.0, "dream_seconds": 1.5, "read_seconds": 0.25,
+            "write_seconds": 0.125, **extra}
+
+
+def test_summary_parts_merge_once_all_are_there_and_always_to_the_same_bytes(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    shares = [distributed.Share(i, 3) for i in range(3)]
+    (out / "summary.part-1-of-3.json").write_text(json.dumps({**_part(1, 9), "job": "old",
+                                                              "complete": True,
+                                                              "process_id": 1}))
+    assert summary.finish_part(out, shares[0], "job", _part(0, 4), complete=True) is None
+    assert summary.finish_part(out, shares[2], "job", _part(2, 3), complete=True) is None
+    assert not (out / "summary.json").exists()  # process 1's part is another job's
+    assert summary.finish_part(out, shares[1], "job", _part(1, 2), complete=False) is None
+    assert not (out / "summary.json").exists()  # ... and now it stopped early
+    with pytest.raises(UserError, match=r"run process\(es\) 1 of 3 again"):
+        summary.merge_folder(str(out))
+    assert summary.finish_part(out, shares[1], "job", _part(1, 2), complete=True) is None
+    merged = json.loads((out / "summary.json").read_text())
+    assert (merged["done"], merged["skipped"], merged["processes"], merged["seconds"]) == (
+        9, 3, 3, 4.0)
+    assert [f["input"] for f in merged["failed"]] == ["bad0", "bad1", "bad2"]
+    assert merged["images_per_second"] == round(9 / 4.0, 3) and merged["job"] == "job"
+    first = (out / "summary.json").read_bytes()
+    # Every process finishing last, or a merge by hand, writes the same bytes.
+    assert summary.finish_part(out, shares[0], "job", _part(0, 4), complete=True) is None
+    assert (out / "summary.json").read_bytes() == first
+    assert summary.merge_folder(str(out)) == merged
+    assert (out / "summary.json").read_bytes() == first
+    summary.start_part(out, shares[2])  # process 2 runs again: the job is open again
+    assert not (out / "summary.json").exists()
+    assert not (out / "summary.part-2-of-3.json").exists()
+    with pytest.raises(UserError, match="no summary parts"):
+        summary.merge_folder(str(tmp_path))
+
+
+def test_the_job_fingerprint_is_the_names_the_objectives_the_request_and_n(tmp_path):
+    a = _folder_of(tmp_path / "a", ["x.png", "y.png"])
+    b = _folder_of(tmp_path / "b", ["x.png", "y.png"])
+    c = _folder_of(tmp_path / "c", ["x.png", "z.png"])
+    texts = ["inception_3a/output"]
+
+    def job(folder, texts=texts, n=2, **config):
+        return summary.job_fingerprint(str(folder), texts, _request(**config), n)
+    assert job(a) == job(b)  # the same names under another mount point
+    assert len({job(a), job(c), job(a, n=3), job(a, texts=[*texts, "class(1)"]),
+                job(a, step_size=2.0)}) == 5
 
 
 def test_list_file_streams_names_and_refuses_taken_ones(tmp_path):
@@ -125,13 +202,36 @@ def test_prefetch_forwards_errors_and_writer_stops_at_the_first():
     assert written == [0, 1] and isinstance(writer.error, OSError)
 
 
-def test_bad_devices_flag_is_one_line_before_weights(tmp_path):
+def test_bad_devices_and_share_flags_are_one_line_before_weights(tmp_path):
     _save(tmp_path / "a.png")
-    for flag, fragment in [("--devices=0", "positive count"), ("--devices=99", "only 1"),
-                           ("--peer_timeout=-1", "peer_timeout")]:
+    for flags, fragment in [(["--devices=0"], "positive count"), (["--devices=99"], "only 1"),
+                            (["--num_processes=2"], "needs --process_id"),
+                            (["--engine=ray", "--num_processes=2", "--process_id=0"],
+                             "takes no --num_processes"),
+                            (["--engine=ray", "--ray_actors=0"], "ray_actors must be >= 1")]:
         proc = run_main("batch_dream", "--weights=/nonexistent", f"--inputs={tmp_path}",
-                        f"--output_dir={tmp_path / 'out'}", flag)
+                        f"--output_dir={tmp_path / 'out'}", *flags)
         assert_one_line_error(proc, fragment)
+    proc = run_main("batch_dream", "--weights=/nonexistent", f"--inputs={tmp_path}",
+                    f"--output_dir={tmp_path / 'out'}", env={"JOB_COMPLETION_INDEX": "1"})
+    assert_one_line_error(proc, "process 1 of how many")
+
+
+def test_merge_by_hand_and_the_deprecated_flags_say_one_line(tmp_path):
+    for i in range(2):
+        summary.finish_part(tmp_path, distributed.Share(i, 2), "job", _part(i, 3),
+                            complete=True)
+    (tmp_path / "summary.json").unlink()  # as if the last process died before merging
+    proc = run_main("batch_dream", f"--merge_summaries={tmp_path}", "--inputs=x",
+                    "--output_dir=y", "--coordinator_address=host0:1234", "--peer_timeout=9")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == ("warning: --coordinator_address, --peer_timeout deprecated "
+                                   "and ignored: processes no longer connect to each other")
+    assert proc.stdout.startswith("merged 2 parts: done 6, skipped 2, failed 2")
+    assert json.loads((tmp_path / "summary.json").read_text())["done"] == 6
+    proc = run_main("batch_dream", f"--merge_summaries={tmp_path / 'none'}", "--inputs=x",
+                    "--output_dir=y")
+    assert_one_line_error(proc, "no folder")
 
 
 # --- streaming, with the real weights ------------------------------------------------------
