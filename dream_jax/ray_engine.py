@@ -155,6 +155,7 @@ def run(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: lis
             _check_resources(ray, options)
             _dream(ray, rows, request, texts, batch_size, weights_dir, devices, options,
                    summary, failures)
+            atomic.remove_stale_temps(out_dir)  # a killed actor's: the pool is done
     except KeyboardInterrupt:
         summary["interrupted"] = True
     finally:

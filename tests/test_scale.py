@@ -312,13 +312,7 @@ def test_four_devices_equal_one_and_the_batch_is_sharded(weights_dir, tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
-# --- two processes joined by jax.distributed ---------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+# --- several processes, no coordinator ---------------------------------------------------
 
 def _batch(weights_dir, folder, out, *extra) -> list[str]:
     return [sys.executable, str(ROOT / "scripts" / "batch_dream.py"), f"--weights={weights_dir}",
@@ -333,30 +327,33 @@ def test_two_processes_dream_each_input_once_as_one_process_does(weights_dir, tm
     single = subprocess.run(_batch(weights_dir, folder, tmp_path / "one"), capture_output=True,
                             text=True, timeout=600, env=env)
     assert single.returncode == 0, single.stderr
-    address = f"127.0.0.1:{_free_port()}"
     out = tmp_path / "two"
-    procs = [subprocess.Popen(_batch(weights_dir, folder, out, f"--coordinator_address={address}",
-                                     "--num_processes=2", f"--process_id={i}"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for i in range(2)]
-    results = [p.communicate(timeout=600) for p in procs]
-    for proc, (stdout, stderr) in zip(procs, results):
-        assert proc.returncode == 0, stderr[-3000:]
+
+    def both(env_of):
+        procs = [subprocess.Popen(_batch(weights_dir, folder, out), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env={**env, **env_of(i)})
+                 for i in range(2)]
+        results = [p.communicate(timeout=600) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], results
+        return results
+    # The share from a SLURM array's variables (tasks 3 and 4), as sbatch --array=3-4 gives it.
+    results = both(lambda i: {"SLURM_ARRAY_TASK_ID": str(3 + i), "SLURM_ARRAY_TASK_COUNT": "2",
+                              "SLURM_ARRAY_TASK_MIN": "3"})
     assert "done 4," in results[0][0] and "done 3," in results[1][0]  # 0,2,4,6 and 1,3,5
     assert _pngs(out) == _pngs(tmp_path / "one")
-    summary = json.loads((out / "summary.json").read_text())
-    assert (summary["done"], summary["skipped"], summary["processes"]) == (7, 0, 2)
-    # Restarted with the same flags: nothing is dreamed again.
+    merged = (out / "summary.json").read_bytes()
+    summary_ = json.loads(merged)
+    assert (summary_["done"], summary_["skipped"], summary_["processes"]) == (7, 0, 2)
+    (out / "summary.json").unlink()
+    by_hand = run_main("batch_dream", f"--merge_summaries={out}", "--inputs=x", "--output_dir=y")
+    assert by_hand.returncode == 0 and (out / "summary.json").read_bytes() == merged
+    # Run again (indices from a Kubernetes Indexed Job's variables): nothing is dreamed twice.
     (out / names[3]).unlink()  # as if process 1 had died before writing it
-    address = f"127.0.0.1:{_free_port()}"
-    procs = [subprocess.Popen(_batch(weights_dir, folder, out, f"--coordinator_address={address}",
-                                     "--num_processes=2", f"--process_id={i}"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for i in range(2)]
-    results = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], results[1][1][-3000:]
+    results = both(lambda i: {"JOB_COMPLETION_INDEX": str(i),
+                              distributed.NUM_PROCESSES_ENV: "2"})
     assert "done 0, skipped 4" in results[0][0] and "done 1, skipped 2" in results[1][0]
     assert _pngs(out) == _pngs(tmp_path / "one")
+    assert json.loads((out / "summary.json").read_text())["done"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -377,16 +374,6 @@ def started():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def _start(started, weights_dir, folder, out, address, process_id, log: Path, env, *extra):
-    with open(log, "w") as f:
-        started.append(subprocess.Popen(_batch(weights_dir, folder, out, *SLOW,
-                                               f"--coordinator_address={address}",
-                                               "--num_processes=2", f"--process_id={process_id}",
-                                               *extra),
-                                        stdout=f, stderr=subprocess.STDOUT, env=env))
-    return started[-1]
 
 
 def _wait_until(condition, what: str, timeout: float = 300):
@@ -414,111 +401,136 @@ def ten_inputs(weights_dir, tmp_path_factory, shared_cache):
     return folder, _pngs(root / "one")
 
 
-class _Job:
-    """Two processes over `ten_inputs`: one output folder, one address, logs
-    log0, log1, ... in the test's folder."""
-
-    def __init__(self, started, weights_dir, tmp_path, ten_inputs, shared_cache):
-        self.folder, self.reference = ten_inputs
-        self.out, self.tmp = tmp_path / "out", tmp_path
-        self.env = _env(DREAM_JAX_CACHE=str(shared_cache))
-        self.address = f"127.0.0.1:{_free_port()}"
-        self.started, self.weights_dir = started, weights_dir
-
-    def log(self, n: int) -> Path:
-        return self.tmp / f"log{n}"
-
-    def start(self, process_id: int, log: int, *extra) -> subprocess.Popen:
-        return _start(self.started, self.weights_dir, self.folder, self.out, self.address,
-                      process_id, self.log(log), self.env, *extra)
-
-    def kill(self, proc: subprocess.Popen) -> dict:
-        """SIGKILL, then the outputs written so far."""
-        proc.kill()
-        proc.wait()
-        return _pngs(self.out)
-
-
 SHARES = ([f"p{i}.png" for i in range(0, 10, 2)], [f"p{i}.png" for i in range(1, 10, 2)])
 
 
-@pytest.fixture
-def job(weights_dir, tmp_path, ten_inputs, shared_cache, started):
-    return _Job(started, weights_dir, tmp_path, ten_inputs, shared_cache)
-
-
 @pytest.mark.slow
-def test_a_killed_process_restarted_with_the_same_flags_rejoins_and_finishes_its_share(job):
-    # Process 1 is SIGKILLed after its first output: process 0 finishes its own
-    # share, says it waits, and waits; process 1 started again with the same
-    # flags rejoins the job, dreams only what its first run did not write, and
-    # process 0 merges the summaries.
-    out, ones = job.out, SHARES[1]
-    procs = [job.start(i, i) for i in range(2)]
-    _wait_until(lambda: any((out / n).exists() for n in ones), "process 1's first output")
-    kept = job.kill(procs[1])
-    assert 1 <= sum(n in kept for n in ones) < len(ones), "the kill should land mid-share"
-    _wait_until(lambda: "waiting for process(es) 1, not running" in job.log(0).read_text(),
-                "process 0 to wait for process 1")
-    assert procs[0].poll() is None  # the survivor waits for the restart
-    restarted = job.start(1, 2)
-    assert restarted.wait(timeout=300) == 0, job.log(2).read_text()[-3000:]
-    assert procs[0].wait(timeout=120) == 0, job.log(0).read_text()[-3000:]
-    assert _done(job.log(0)) == (5, 0)  # p0, p2, ..., p8: never stopped
-    kept_ones = sum(n in kept for n in ones)
-    assert _done(job.log(2)) == (len(ones) - kept_ones, kept_ones)  # each input dreamed once
+@pytest.mark.parametrize("victim", [0, 1])
+def test_a_killed_process_rerun_alone_finishes_only_what_is_missing(
+        victim, weights_dir, tmp_path, ten_inputs, shared_cache, started):
+    # One of two processes is SIGKILLed after its first output: the other
+    # finishes its share and exits 0, and no summary.json is merged. The dead
+    # one run again alone with the same flags dreams only what it had not
+    # written, and, the last to finish, merges summary.json.
+    folder, reference = ten_inputs
+    out, env = tmp_path / "out", _env(DREAM_JAX_CACHE=str(shared_cache))
+    mine, survivor = SHARES[victim], 1 - victim
+
+    def start(process_id: int, log: str) -> subprocess.Popen:
+        with open(tmp_path / log, "w") as f:
+            started.append(subprocess.Popen(
+                _batch(weights_dir, folder, out, *SLOW, "--num_processes=2",
+                       f"--process_id={process_id}"), stdout=f, stderr=subprocess.STDOUT, env=env))
+        return started[-1]
+    procs = [start(i, f"log{i}") for i in range(2)]
+    _wait_until(lambda: any((out / n).exists() for n in mine), f"process {victim}'s first output")
+    procs[victim].kill()
+    procs[victim].wait()
+    kept = _pngs(out)
+    kept_mine = sum(n in kept for n in mine)
+    assert 1 <= kept_mine < len(mine), "the kill should land mid-share"
+    assert procs[survivor].wait(timeout=300) == 0, (tmp_path / f"log{survivor}").read_text()
+    assert _done(tmp_path / f"log{survivor}") == (5, 0)  # its whole share, never stopped
+    assert not (out / "summary.json").exists()
+    assert start(victim, "rerun").wait(timeout=300) == 0, (tmp_path / "rerun").read_text()
+    assert _done(tmp_path / "rerun") == (len(mine) - kept_mine, kept_mine)
     final = _pngs(out)
-    assert final == job.reference
+    assert final == reference
     assert all(final[n] == data for n, data in kept.items())
-    summary = json.loads((out / "summary.json").read_text())
-    assert (summary["done"], summary["skipped"], summary["processes"]) == (
-        10 - kept_ones, kept_ones, 2)
+    summary_ = json.loads((out / "summary.json").read_text())
+    assert (summary_["done"], summary_["skipped"], summary_["processes"]) == (
+        10 - kept_mine, kept_mine, 2)
+    assert sorted(p.name for p in out.glob("summary*")) == [
+        "summary.json", "summary.part-0-of-2.json", "summary.part-1-of-2.json"]
     assert not list(out.glob(".*"))
 
 
+# --- the Ray engine, on a local 2-CPU cluster ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 1024 ** 2)
+    yield ray
+    ray.shutdown()
+
+
+# Two actors of half a CPU each leave Ray Data a CPU for its own work on 2 CPUs.
+RAY_POOL = dict(actors=2, cpus_per_actor=0.5)
+
+
 @pytest.mark.slow
-def test_process_0_killed_the_others_finish_alone_and_its_restart_finishes(job):
-    # Process 0 hosts jax's coordination service: when it dies, jax ends the
-    # other processes' sidecars, not them: they finish their shares alone.
-    # Process 0 started again with the same flags finds no job (its peers are
-    # done) and finishes the rest of its share alone.
-    out, (zeros, ones) = job.out, SHARES
-    procs = [job.start(i, i) for i in range(2)]
-    _wait_until(lambda: any((out / n).exists() for n in zeros)
-                and any((out / n).exists() for n in ones), "a first output of each process")
-    kept = job.kill(procs[0])
-    kept_zeros = sum(n in kept for n in zeros)
-    assert kept_zeros >= 1
-    assert procs[1].wait(timeout=300) == 0, job.log(1).read_text()[-3000:]
-    assert _done(job.log(1)) == (5, 0)  # its whole share, never stopped
-    if sum(n in kept for n in ones) < len(ones):  # still dreaming when process 0 died
-        assert "process 1 ran alone" in job.log(1).read_text()
-    assert not (out / "summary.json").exists()
-    restarted = job.start(0, 2, "--join_timeout=2")
-    assert restarted.wait(timeout=300) == 0, job.log(2).read_text()[-3000:]
-    assert "process 0 dreams its share alone" in job.log(2).read_text()
-    assert _done(job.log(2)) == (len(zeros) - kept_zeros, kept_zeros)
-    final = _pngs(out)
-    assert final == job.reference
-    assert all(final[n] == data for n, data in kept.items())
+def test_ray_dreams_the_bytes_and_summary_of_the_local_engine(weights_dir, tmp_path,
+                                                              ray_cluster):
+    from dream_jax import ray_engine
+    names = [f"p{i}.png" for i in range(5)]
+    folder = _folder_of(tmp_path / "in", names, size=(32, 40))
+    _save(folder / "big.png", size=(48, 40))  # a second size: its own compiled call
+    (folder / "bad.png").write_bytes(b"not a png")
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "p0.png").write_bytes(b"")  # exists: skipped by both
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "p0.png").write_bytes(b"")
+    quiet = dict(progress=False, log=lambda *a, **k: None, weights_dir=weights_dir,
+                 batch_size=2)
+    local = batch.run_batch(str(folder), str(tmp_path / "local"), _request(), **quiet)
+    on_ray = batch.run_batch(str(folder), str(tmp_path / "ray"), _request(), engine="ray",
+                             ray_options=ray_engine.RayOptions(**RAY_POOL), **quiet)
+    assert _pngs(tmp_path / "ray") == _pngs(tmp_path / "local")
+    assert len(_pngs(tmp_path / "ray")) == 6
+    for key in ("done", "skipped", "failed", "interrupted"):
+        assert on_ray[key] == local[key], key
+    assert (on_ray["done"], on_ray["skipped"], len(on_ray["failed"])) == (5, 1, 1)
+    assert (on_ray["engine"], on_ray["actors"], on_ray["devices"]) == ("ray", 2, 2)
+    assert json.loads((tmp_path / "ray" / "summary.json").read_text()) == on_ray
+
+
+def _actor_pids() -> list[int]:
+    """Processes of Ray Data's actor pool (their title names the map worker)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"MapWorker" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.slow
+def test_a_ray_actor_killed_mid_job_the_job_still_finishes_whole(weights_dir, tmp_path,
+                                                               ten_inputs, ray_cluster):
+    from dream_jax import ray_engine
+    folder, reference = ten_inputs
+    out = tmp_path / "out"
+    request = render.DreamRequest(input=None, objective="inception_3b/output",
+                                  config=DreamConfig(octave_n=2, iter_n=6))
+    result: dict = {}
+
+    def job():
+        try:
+            result["summary"] = batch.run_batch(
+                str(folder), str(out), request, batch_size=1, weights_dir=weights_dir,
+                progress=False, log=lambda *a, **k: None, engine="ray",
+                ray_options=ray_engine.RayOptions(**RAY_POOL))
+        except BaseException as e:  # noqa: BLE001 -- reported by the test
+            result["error"] = e
+    before = set(_actor_pids())  # the last test's actors, if still on their way out
+
+    def pool() -> list[int]:
+        return sorted(set(_actor_pids()) - before)
+    thread = threading.Thread(target=job)
+    thread.start()
+    _wait_until(lambda: len(_pngs(out)) >= 1 and len(pool()) == 2, "a first output")
+    victim = pool()[0]
+    os.kill(victim, signal.SIGKILL)
+    killed_at = len(_pngs(out))
+    thread.join(timeout=600)
+    assert not thread.is_alive() and "error" not in result, result
+    assert killed_at < 10, "the kill should land mid-job"
+    summary_ = result["summary"]
+    assert summary_["done"] + summary_["skipped"] == 10 and not summary_["failed"]
+    assert _pngs(out) == reference  # every output whole, and the local engine's bytes
+    assert victim not in _actor_pids()  # it was killed, and the job went on without it
     assert not list(out.glob(".*"))
-
-
-@pytest.mark.slow
-def test_a_dead_process_not_restarted_in_time_fails_process_0_and_later_runs_alone(job):
-    # Process 0 waits --peer_timeout for a dead process, then exits 1 with one
-    # error line; the dead process run later finds no job and finishes alone.
-    out, ones = job.out, SHARES[1]
-    procs = [job.start(0, 0, "--peer_timeout=1"), job.start(1, 1)]
-    _wait_until(lambda: any((out / n).exists() for n in ones), "process 1's first output")
-    kept = job.kill(procs[1])
-    assert procs[0].wait(timeout=300) == 1
-    errors = [line for line in job.log(0).read_text().splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "not restarted within 1s" in errors[0], job.log(0).read_text()
-    assert not (out / "summary.json").exists()
-    kept_ones = sum(n in kept for n in ones)
-    again = job.start(1, 2, "--join_timeout=1")
-    assert again.wait(timeout=300) == 0, job.log(2).read_text()[-3000:]
-    assert "process 1 dreams its share alone" in job.log(2).read_text()
-    assert _done(job.log(2)) == (len(ones) - kept_ones, kept_ones)
-    assert _pngs(out) == job.reference
