@@ -17,7 +17,6 @@ reproduces it).
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path

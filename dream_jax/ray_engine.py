@@ -18,7 +18,6 @@ extra (`pip install 'dream_jax[ray]'`).
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -64,7 +63,6 @@ class Dreamer:
         all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
         self.request, self.texts = request, texts
         self.layers = objectives.layers_of(all_terms)
-        self.batch_size = 1
         self.engine = batch._Engine(request, all_terms, weights_dir, devices_.choose(devices))
 
     def __call__(self, rows: dict) -> dict:
@@ -190,11 +188,13 @@ def _dream(ray, rows, request, texts, batch_size, weights_dir, devices, options,
            summary, failures) -> None:
     """Stream the rows through the actor pool, counting into `summary`."""
     by_key = {(row["index"], row["k"]): row for row in rows}
+    # Actors run elsewhere (another folder, another node): every path absolute.
+    if request.guide:
+        request = dataclasses.replace(request, guide=str(Path(request.guide).resolve()))
     dataset = ray.data.from_items(rows).map_batches(
         Dreamer, batch_size=batch_size, batch_format="numpy",
-        fn_constructor_kwargs={"request": request, "texts": texts,
-                               "weights_dir": None if weights_dir is None else str(weights_dir),
-                               "devices": devices},
+        fn_constructor_kwargs={"request": request, "texts": texts, "devices": devices,
+                               "weights_dir": weights_dir and str(Path(weights_dir).resolve())},
         compute=ray.data.ActorPoolStrategy(size=options.actors),
         num_cpus=options.cpus_per_actor, num_gpus=options.gpus_per_actor or None)
     bad_inputs = set()

@@ -25,8 +25,8 @@ make_request = dream_flags.define_dream_flags()
 flags.adopt_module_key_flags(dream_flags)  # --help lists the dream flags
 _INPUTS = flags.DEFINE_string(
     "inputs", None, "Folder, glob, or list file (one image path a line, relative to the "
-    "list file's folder) of input images.", required=True)
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the PNGs go.", required=True)
+    "list file's folder) of input images.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the PNGs go.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per compiled call (all devices).")
 _DEVICES = flags.DEFINE_string("devices", "all",
                                "This process's devices to shard each batch over: 'all' or N.")
@@ -85,6 +85,8 @@ def main():
         print(f"merged {merged['processes']} parts: done {merged['done']}, skipped "
               f"{merged['skipped']}, failed {len(merged['failed'])}")
         return
+    if _INPUTS.value is None or _OUTPUT_DIR.value is None:
+        raise UserError("--inputs and --output_dir are required (or --merge_summaries=DIR)")
     if flags.FLAGS.mask or flags.FLAGS.region:
         raise UserError("batch_dream does not take --mask or --region (masks are per image); "
                         "use scripts/dream.py")

@@ -222,16 +222,16 @@ def test_merge_by_hand_and_the_deprecated_flags_say_one_line(tmp_path):
         summary.finish_part(tmp_path, distributed.Share(i, 2), "job", _part(i, 3),
                             complete=True)
     (tmp_path / "summary.json").unlink()  # as if the last process died before merging
-    proc = run_main("batch_dream", f"--merge_summaries={tmp_path}", "--inputs=x",
-                    "--output_dir=y", "--coordinator_address=host0:1234", "--peer_timeout=9")
+    proc = run_main("batch_dream", f"--merge_summaries={tmp_path}",
+                    "--coordinator_address=host0:1234", "--peer_timeout=9")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == ("warning: --coordinator_address, --peer_timeout deprecated "
                                    "and ignored: processes no longer connect to each other")
     assert proc.stdout.startswith("merged 2 parts: done 6, skipped 2, failed 2")
     assert json.loads((tmp_path / "summary.json").read_text())["done"] == 6
-    proc = run_main("batch_dream", f"--merge_summaries={tmp_path / 'none'}", "--inputs=x",
-                    "--output_dir=y")
+    proc = run_main("batch_dream", f"--merge_summaries={tmp_path / 'none'}")
     assert_one_line_error(proc, "no folder")
+    assert_one_line_error(run_main("batch_dream", f"--inputs={tmp_path}"), "are required")
 
 
 # --- streaming, with the real weights ------------------------------------------------------
@@ -345,7 +345,7 @@ def test_two_processes_dream_each_input_once_as_one_process_does(weights_dir, tm
     summary_ = json.loads(merged)
     assert (summary_["done"], summary_["skipped"], summary_["processes"]) == (7, 0, 2)
     (out / "summary.json").unlink()
-    by_hand = run_main("batch_dream", f"--merge_summaries={out}", "--inputs=x", "--output_dir=y")
+    by_hand = run_main("batch_dream", f"--merge_summaries={out}")
     assert by_hand.returncode == 0 and (out / "summary.json").read_bytes() == merged
     # Run again (indices from a Kubernetes Indexed Job's variables): nothing is dreamed twice.
     (out / names[3]).unlink()  # as if process 1 had died before writing it
