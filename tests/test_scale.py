@@ -460,10 +460,35 @@ def ray_cluster(tmp_path_factory):
 RAY_POOL = dict(actors=2, cpus_per_actor=0.5)
 
 
+def _ray_job(folder, out, request, weights_dir, batch_size) -> tuple[threading.Thread, dict]:
+    """`run_batch(engine="ray")` on a thread (a hung pool fails the test, not CI):
+    the thread and where its summary or exception lands."""
+    from dream_jax import ray_engine
+    result: dict = {}
+
+    def job():
+        try:
+            result["summary"] = batch.run_batch(
+                str(folder), str(out), request, batch_size=batch_size, weights_dir=weights_dir,
+                progress=False, log=lambda *a, **k: None, engine="ray",
+                ray_options=ray_engine.RayOptions(**RAY_POOL))
+        except BaseException as e:  # noqa: BLE001 -- reported by the test
+            result["error"] = e
+    thread = threading.Thread(target=job, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def _finished(thread: threading.Thread, result: dict) -> dict:
+    thread.join(timeout=600)
+    assert not thread.is_alive(), "the Ray job did not finish within 600 s"
+    assert "error" not in result, result
+    return result["summary"]
+
+
 @pytest.mark.slow
 def test_ray_dreams_the_bytes_and_summary_of_the_local_engine(weights_dir, tmp_path,
                                                               ray_cluster):
-    from dream_jax import ray_engine
     names = [f"p{i}.png" for i in range(5)]
     folder = _folder_of(tmp_path / "in", names, size=(32, 40))
     _save(folder / "big.png", size=(48, 40))  # a second size: its own compiled call
@@ -472,11 +497,9 @@ def test_ray_dreams_the_bytes_and_summary_of_the_local_engine(weights_dir, tmp_p
     (tmp_path / "local" / "p0.png").write_bytes(b"")  # exists: skipped by both
     (tmp_path / "ray").mkdir()
     (tmp_path / "ray" / "p0.png").write_bytes(b"")
-    quiet = dict(progress=False, log=lambda *a, **k: None, weights_dir=weights_dir,
-                 batch_size=2)
-    local = batch.run_batch(str(folder), str(tmp_path / "local"), _request(), **quiet)
-    on_ray = batch.run_batch(str(folder), str(tmp_path / "ray"), _request(), engine="ray",
-                             ray_options=ray_engine.RayOptions(**RAY_POOL), **quiet)
+    local = batch.run_batch(str(folder), str(tmp_path / "local"), _request(), batch_size=2,
+                            weights_dir=weights_dir, progress=False, log=lambda *a, **k: None)
+    on_ray = _finished(*_ray_job(folder, tmp_path / "ray", _request(), weights_dir, 2))
     assert _pngs(tmp_path / "ray") == _pngs(tmp_path / "local")
     assert len(_pngs(tmp_path / "ray")) == 6
     for key in ("done", "skipped", "failed", "interrupted"):
@@ -501,35 +524,21 @@ def _actor_pids() -> list[int]:
 @pytest.mark.slow
 def test_a_ray_actor_killed_mid_job_the_job_still_finishes_whole(weights_dir, tmp_path,
                                                                ten_inputs, ray_cluster):
-    from dream_jax import ray_engine
     folder, reference = ten_inputs
     out = tmp_path / "out"
     request = render.DreamRequest(input=None, objective="inception_3b/output",
                                   config=DreamConfig(octave_n=2, iter_n=6))
-    result: dict = {}
-
-    def job():
-        try:
-            result["summary"] = batch.run_batch(
-                str(folder), str(out), request, batch_size=1, weights_dir=weights_dir,
-                progress=False, log=lambda *a, **k: None, engine="ray",
-                ray_options=ray_engine.RayOptions(**RAY_POOL))
-        except BaseException as e:  # noqa: BLE001 -- reported by the test
-            result["error"] = e
     before = set(_actor_pids())  # the last test's actors, if still on their way out
 
     def pool() -> list[int]:
         return sorted(set(_actor_pids()) - before)
-    thread = threading.Thread(target=job)
-    thread.start()
+    thread, result = _ray_job(folder, out, request, weights_dir, batch_size=1)
     _wait_until(lambda: len(_pngs(out)) >= 1 and len(pool()) == 2, "a first output")
     victim = pool()[0]
     os.kill(victim, signal.SIGKILL)
     killed_at = len(_pngs(out))
-    thread.join(timeout=600)
-    assert not thread.is_alive() and "error" not in result, result
+    summary_ = _finished(thread, result)
     assert killed_at < 10, "the kill should land mid-job"
-    summary_ = result["summary"]
     assert summary_["done"] + summary_["skipped"] == 10 and not summary_["failed"]
     assert _pngs(out) == reference  # every output whole, and the local engine's bytes
     assert victim not in _actor_pids()  # it was killed, and the job went on without it
