@@ -51,7 +51,7 @@ _RAY_ACTORS = flags.DEFINE_integer("ray_actors", 1, "Actors in the pool (each ho
 _RAY_CPUS = flags.DEFINE_float("ray_cpus_per_actor", 1, "CPUs Ray reserves for each actor.")
 _RAY_GPUS = flags.DEFINE_float("ray_gpus_per_actor", 0, "GPUs Ray gives each actor (1 on GPU "
                                "nodes); --devices then picks among them.")
-# The coordination service these served is gone (BUILD_NOTES, issue 20).
+# Accepted so that older job scripts run; processes no longer connect to each other.
 _DEPRECATED = [flags.DEFINE_string("coordinator_address", None, "Deprecated, ignored."),
                flags.DEFINE_float("join_timeout", None, "Deprecated, ignored."),
                flags.DEFINE_float("peer_timeout", None, "Deprecated, ignored.")]
