@@ -500,6 +500,10 @@ def test_ray_dreams_the_bytes_and_summary_of_the_local_engine(weights_dir, tmp_p
     local = batch.run_batch(str(folder), str(tmp_path / "local"), _request(), batch_size=2,
                             weights_dir=weights_dir, progress=False, log=lambda *a, **k: None)
     on_ray = _finished(*_ray_job(folder, tmp_path / "ray", _request(), weights_dir, 2))
+    from dream_jax import ray_engine
+    with pytest.raises(UserError, match="need 3 CPUs; the cluster has 2"):  # would wait forever
+        batch.run_batch(str(folder), str(tmp_path / "refused"), _request(), engine="ray",
+                        ray_options=ray_engine.RayOptions(actors=3), progress=False)
     assert _pngs(tmp_path / "ray") == _pngs(tmp_path / "local")
     assert len(_pngs(tmp_path / "ray")) == 6
     for key in ("done", "skipped", "failed", "interrupted"):
