@@ -17,7 +17,6 @@ reproduces it).
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,10 +27,11 @@ import numpy as np
 from tqdm import tqdm
 
 from dream_jax import (api, atomic, devices as devices_, distributed, image_io, inputs,
-                       objectives, render, stream, weights)
+                       objectives, render, stream, summary as summary_, weights)
 from dream_jax.errors import ImageError, UserError
 
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = summary_.SUMMARY_FILE
+ENGINES = ("local", "ray")
 
 
 class OutputError(UserError):
@@ -70,20 +70,27 @@ class _Failed:
 def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
               batch_size: int = 8, weights_dir=None, progress: bool = True, log=print,
               objective_texts: list[str] | None = None, devices=None,
-              share: distributed.Share = distributed.Share(),
-              peer_timeout: float = 300) -> dict:
+              share: distributed.Share = distributed.Share(), engine: str = "local",
+              ray_options=None) -> dict:
     """Dream this process's share of the inputs with `request` under each of
     `objective_texts` (default: the request's own objective), on `devices`
-    ("all", a count, or a list of devices). Returns the summary. In a joined
-    job, process 0 then waits for the others (`peer_timeout`: see
-    `distributed.gather`) and merges their summaries."""
+    ("all", a count, or a list of devices). Returns the summary; with several
+    processes, the one that finishes the job last also merges the parts
+    (`summary.py`). engine="ray" runs the whole job on a Ray cluster instead
+    (`ray_engine.py`, `ray_options`: a `ray_engine.RayOptions`)."""
     start = time.perf_counter()
     texts = objective_texts or [request.objective]
     for text in texts:
         dataclasses.replace(request, objective=text)  # checked when made
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    chosen = devices if isinstance(devices, list) else devices_.choose(devices)
+    if engine not in ENGINES:
+        raise UserError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "ray" and share.num_processes > 1:
+        raise UserError("the ray engine runs the whole job: it takes no --num_processes "
+                        "(Ray spreads the inputs over its actors)")
+    chosen = (devices if isinstance(devices, list)
+              else devices_.choose(devices) if engine == "local" else None)
     out_dir = Path(output_dir)
     if Path(input_spec).is_dir() and out_dir.resolve() == Path(input_spec).resolve():
         raise UserError(f"output folder {out_dir} is the input folder: outputs would be "
@@ -92,9 +99,17 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create output folder {out_dir}: {e.strerror or e}") from None
+    if engine == "ray":
+        from dream_jax import ray_engine
+        return ray_engine.run(input_spec, out_dir, request, texts, batch_size, weights_dir,
+                              devices, ray_options or ray_engine.RayOptions(), log)
     stale = _StaleTemps(out_dir, share)  # listed before this process writes anything
     render.check_folder(out_dir)
     total = inputs.count(input_spec)
+    job = (summary_.job_fingerprint(input_spec, texts, request, share.num_processes)
+           if share.num_processes > 1 else None)
+    if job:
+        summary_.start_part(out_dir, share)
     mine = len(range(share.process_id, total, share.num_processes)) * len(texts)
     summary = {"done": 0, "skipped": 0, "failed": [], "interrupted": False,
                "devices": len(chosen), "processes": share.num_processes,
@@ -118,7 +133,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
         summary["images_per_second"] = round(summary["done"] / seconds, 3) if seconds else 0.0
         for key in ("dream_seconds", "read_seconds", "write_seconds"):
             summary[key] = round(summary[key], 3)
-        summary_error = _finish(out_dir, summary, share, peer_timeout, log,
+        summary_error = _finish(out_dir, summary, share, job, log,
                                 complete=not (failed or summary["interrupted"]))
     if summary_error:  # only reached when nothing else went wrong first
         raise summary_error
@@ -130,7 +145,7 @@ class _StaleTemps:
     listed before this process writes anything, so none of them is live here.
 
     One process removes them all. With several, each removes only the temps of
-    the outputs it owns (and of its own summary), as the stream names them: a
+    the outputs it owns (and of its own summary part), as the stream names them: a
     live temp of another process is never taken for a stale one, and a process
     restarted alone while the others run cleans up after itself. Process 0 also
     removes, at the end of the stream, the temps no current output owns."""
@@ -144,11 +159,9 @@ class _StaleTemps:
         for path in out_dir.glob(".*.tmp"):
             self.by_target.setdefault(path.name[1:-len(".tmp")].rsplit(".", 1)[0],
                                       []).append(path)
-        self.others = {_process_file(i) for i in range(share.num_processes)
-                       if i != share.process_id}
-        self.remove(_process_file(share.process_id))
-        if share.process_id == 0:
-            self.remove(SUMMARY_FILE)
+        self.others = {summary_.part_name(i, share.num_processes)
+                       for i in range(share.num_processes) if i != share.process_id}
+        self.remove(summary_.part_name(share.process_id, share.num_processes))
 
     def remove(self, target: str) -> None:
         for path in self.by_target.pop(target, []):
@@ -163,13 +176,14 @@ class _StaleTemps:
     def end_of_stream(self) -> None:
         if self.share.process_id != 0:
             return
-        old = time.time() - 60  # a write check lives for microseconds
+        old = time.time() - 60  # a write check or a summary lives for milliseconds
         for target, paths in list(self.by_target.items()):
             if target in self.others:
                 continue
             for path in paths:
-                try:
-                    if target != "write-check" or path.stat().st_mtime < old:
+                try:  # any process may be writing the merged summary now
+                    if (target not in ("write-check", SUMMARY_FILE)
+                            or path.stat().st_mtime < old):
                         path.unlink(missing_ok=True)
                 except OSError:
                     pass
@@ -195,9 +209,7 @@ def _read(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: l
             continue
         started = time.perf_counter()
         try:
-            rgb, alpha = render.fit_max_side(
-                *image_io.read_image(entry.input, request.max_pixels), request.max_side)
-            render.check_size(str(entry.input), *rgb.shape[:2], request.config, layers)
+            rgb, alpha = decode(entry.input, request, layers)
         except UserError as e:
             yield _Failed(entry.input, str(e))
             continue
@@ -206,6 +218,26 @@ def _read(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: l
         for text, output in pending:
             yield Row(entry.input, text, output, rgb, alpha)
     stale.end_of_stream()
+
+
+def decode(path: Path, request: render.DreamRequest, layers: tuple):
+    """An input's pixels as the dream takes them (UserError when it cannot)."""
+    rgb, alpha = render.fit_max_side(*image_io.read_image(path, request.max_pixels),
+                                     request.max_side)
+    render.check_size(str(path), *rgb.shape[:2], request.config, layers)
+    return rgb, alpha
+
+
+def write_output(row: Row, rgb: np.ndarray, request: render.DreamRequest,
+                 weights_sha256: str) -> None:
+    """One dreamed output, atomically, with the request that makes it again."""
+    job_request = dataclasses.replace(request, input=str(row.input), objective=row.objective)
+    try:
+        image_io.write_png(row.output, rgb, row.alpha,
+                           render.metadata(job_request, weights_sha256))
+    except ImageError as e:
+        raise OutputError(f"{e}; stopped (outputs already written are complete: "
+                          f"rerun to resume)") from None
 
 
 def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, chosen, share,
@@ -234,14 +266,9 @@ def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, 
 
     def write(item):
         row, rgb = item
-        job_request = dataclasses.replace(request, input=str(row.input), objective=row.objective)
         started = time.perf_counter()
         try:
-            image_io.write_png(row.output, rgb, row.alpha,
-                               render.metadata(job_request, engine.weights_sha256))
-        except ImageError as e:
-            raise OutputError(f"{e}; stopped (outputs already written are complete: "
-                              f"rerun to resume)") from None
+            write_output(row, rgb, request, engine.weights_sha256)
         finally:
             summary["write_seconds"] += time.perf_counter() - started
         summary["done"] += 1
@@ -292,53 +319,18 @@ class _Engine:
                                 data=self.data, devices=self.devices)
 
 
-def _finish(out_dir: Path, summary: dict, share: distributed.Share, peer_timeout: float, log,
+def _finish(out_dir: Path, summary: dict, share: distributed.Share, job: str | None, log,
             complete: bool) -> UserError | None:
-    """Write the summary: one process, `summary.json`; several, each its
-    `summary.processI.json`, then (joined to the job) each other process
-    publishes it and leaves, and process 0, its own run complete, waits for
-    them and merges every part into `summary.json`. A failure is returned,
-    not raised, so that it never hides the error that stopped the run."""
+    """Write the summary: one process, `summary.json`; several, this process's
+    part, merged into `summary.json` when every part of the job is there. A
+    failure is returned, not raised, so that it never hides the error that
+    stopped the run."""
     if share.num_processes == 1:
-        return _write_json(out_dir / SUMMARY_FILE, summary)
-    error = _write_json(out_dir / _process_file(share.process_id), summary)
-    if share.process_id != 0 and share.joined and distributed.publish(share, summary):
-        return error
-    if share.process_id != 0 or not share.joined:
-        distributed.leave()
-        log(f"process {share.process_id} ran alone: its summary is "
-            f"{out_dir / _process_file(share.process_id)}; {SUMMARY_FILE} is not merged",
-            file=sys.stderr)
-        return error
-    if error or not complete:
-        return error
-    try:
-        peers = distributed.gather(share, peer_timeout, log)
-    except UserError as e:
-        return e
-    parts = [peers.get(i, summary) for i in range(share.num_processes)]
-    merged = {
-        "done": sum(p["done"] for p in parts), "skipped": sum(p["skipped"] for p in parts),
-        "failed": [f for p in parts for f in p["failed"]],
-        "interrupted": any(p["interrupted"] for p in parts),
-        "devices": sum(p["devices"] for p in parts), "processes": share.num_processes,
-        "seconds": max(p["seconds"] for p in parts),
-        **{key: round(sum(p[key] for p in parts), 3)
-           for key in ("dream_seconds", "read_seconds", "write_seconds")}}
-    merged["images_per_second"] = (round(merged["done"] / merged["seconds"], 3)
-                                   if merged["seconds"] else 0.0)
-    error = _write_json(out_dir / SUMMARY_FILE, merged)
-    distributed.leave()
+        return summary_.write(out_dir / SUMMARY_FILE, summary)
+    error = summary_.finish_part(out_dir, share, job, summary, complete)
+    if complete and not error and not (out_dir / SUMMARY_FILE).exists():
+        log(f"process {share.process_id} of {share.num_processes}: share "
+            f"{'done' if complete else 'stopped'}, summary in "
+            f"{summary_.part_name(share.process_id, share.num_processes)}; {SUMMARY_FILE} "
+            f"is merged when every process has finished", file=sys.stderr)
     return error
-
-
-def _process_file(process_id: int) -> str:
-    return f"summary.process{process_id}.json"
-
-
-def _write_json(path: Path, summary: dict) -> UserError | None:
-    try:
-        atomic.atomic_write(path, (json.dumps(summary, indent=2) + "\n").encode())
-    except OSError as e:
-        return UserError(f"{path}: cannot write the batch summary ({e.strerror or e})")
-    return None

@@ -4,16 +4,20 @@
   python scripts/batch_dream.py --inputs=paths.txt --output_dir=dreams/ --devices=all
   python scripts/batch_dream.py --inputs='photos/*.jpg' --output_dir=dreams/ \
       --objective='inception_4c/output;channel(inception_4d/3x3_reduce,139)'
-  # one job over several processes or hosts (run each with its own --process_id):
+  # one job over several processes or hosts (run each with its own --process_id;
+  # in a SLURM array or a Kubernetes Indexed Job the index comes from the scheduler):
   python scripts/batch_dream.py --inputs=photos/ --output_dir=dreams/ \
-      --coordinator_address=host0:1234 --num_processes=2 --process_id=0
+      --num_processes=2 --process_id=0
   # a process that died: run it again with the same flags; it finishes its share
+  # the same job on a Ray cluster (a local one without --ray_address):
+  python scripts/batch_dream.py --inputs=photos/ --output_dir=dreams/ --engine=ray
 """
+import os
 import sys
 
 from absl import flags
 
-from dream_jax import batch, cli, distributed, objectives, weights
+from dream_jax import batch, cli, distributed, objectives, summary, weights
 from dream_jax import flags as dream_flags
 from dream_jax.errors import UserError, WeightsError
 
@@ -21,23 +25,36 @@ make_request = dream_flags.define_dream_flags()
 flags.adopt_module_key_flags(dream_flags)  # --help lists the dream flags
 _INPUTS = flags.DEFINE_string(
     "inputs", None, "Folder, glob, or list file (one image path a line, relative to the "
-    "list file's folder) of input images.", required=True)
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the PNGs go.", required=True)
+    "list file's folder) of input images.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the PNGs go.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per compiled call (all devices).")
 _DEVICES = flags.DEFINE_string("devices", "all",
                                "This process's devices to shard each batch over: 'all' or N.")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "HOST:PORT of process 0, to join a multi-process job "
-    "(jax's coordination service, which process 0 starts there).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1.")
-_JOIN_TIMEOUT = flags.DEFINE_float(
-    "join_timeout", 120, "Seconds to wait for the job's other processes (process 0: for all of "
-    "them to join; the others: for process 0's coordinator) before dreaming this process's "
-    "share alone.")
-_PEER_TIMEOUT = flags.DEFINE_float(
-    "peer_timeout", 300, "Process 0, its share done: seconds to wait for a process that died "
-    "to be restarted (with the same flags) and finish its share, before exiting with an error.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Processes in the job (default: the scheduler's, "
+    f"$SLURM_ARRAY_TASK_COUNT or ${distributed.NUM_PROCESSES_ENV}; else 1).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index, 0..N-1: it dreams inputs i with i mod N == "
+    "process_id (default: the scheduler's, $SLURM_ARRAY_TASK_ID - $SLURM_ARRAY_TASK_MIN or "
+    "$JOB_COMPLETION_INDEX).")
+_MERGE = flags.DEFINE_string(
+    "merge_summaries", None, "Only merge the summary parts in this folder into its "
+    "summary.json (what the last process of a job does by itself), then exit.")
+_ENGINE = flags.DEFINE_enum("engine", "local", batch.ENGINES,
+                            "local: this process dreams its share; ray: the whole job on a "
+                            "Ray cluster's actors (pip install 'dream_jax[ray]').")
+_RAY_ADDRESS = flags.DEFINE_string(
+    "ray_address", None, "Ray cluster to run on (e.g. ray://head:10001 or auto); default: a "
+    "local cluster started for the job.")
+_RAY_ACTORS = flags.DEFINE_integer("ray_actors", 1, "Actors in the pool (each holds the "
+                                   "weights and compiled octaves).")
+_RAY_CPUS = flags.DEFINE_float("ray_cpus_per_actor", 1, "CPUs Ray reserves for each actor.")
+_RAY_GPUS = flags.DEFINE_float("ray_gpus_per_actor", 0, "GPUs Ray gives each actor (1 on GPU "
+                               "nodes); --devices then picks among them.")
+# Accepted so that older job scripts run; processes no longer connect to each other.
+_DEPRECATED = [flags.DEFINE_string("coordinator_address", None, "Deprecated, ignored."),
+               flags.DEFINE_float("join_timeout", None, "Deprecated, ignored."),
+               flags.DEFINE_float("peer_timeout", None, "Deprecated, ignored.")]
 
 
 def _check_classes(texts, weights_dir):
@@ -54,30 +71,49 @@ def _check_classes(texts, weights_dir):
         objectives.check_classes(objective, classes)
 
 
+def _warn_deprecated():
+    given = [f"--{f.name}" for f in _DEPRECATED if flags.FLAGS[f.name].present]
+    if given:
+        print(f"warning: {', '.join(given)} deprecated and ignored: processes no longer "
+              f"connect to each other", file=sys.stderr)
+
+
 def main():
+    _warn_deprecated()
+    if _MERGE.value:
+        merged = summary.merge_folder(_MERGE.value)
+        print(f"merged {merged['processes']} parts: done {merged['done']}, skipped "
+              f"{merged['skipped']}, failed {len(merged['failed'])}")
+        return
+    if _INPUTS.value is None or _OUTPUT_DIR.value is None:
+        raise UserError("--inputs and --output_dir are required (or --merge_summaries=DIR)")
     if flags.FLAGS.mask or flags.FLAGS.region:
         raise UserError("batch_dream does not take --mask or --region (masks are per image); "
                         "use scripts/dream.py")
-    if _PEER_TIMEOUT.value < 0:
-        raise UserError(f"--peer_timeout must be >= 0 seconds, got {_PEER_TIMEOUT.value:g}")
-    share = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                                   join_timeout=_JOIN_TIMEOUT.value)
+    environ = os.environ if _ENGINE.value == "local" else {}  # Ray splits its job itself
+    share = distributed.share_from(_NUM_PROCESSES.value, _PROCESS_ID.value, environ)
     texts = batch.split_objectives(flags.FLAGS.objective)
     _check_classes(texts, make_request.weights_dir.value)
-    summary = batch.run_batch(_INPUTS.value, _OUTPUT_DIR.value, make_request(None, texts[0]),
-                              batch_size=_BATCH_SIZE.value,
-                              weights_dir=make_request.weights_dir.value, objective_texts=texts,
-                              devices=_DEVICES.value, share=share,
-                              peer_timeout=_PEER_TIMEOUT.value)
+    ray_options = None
+    if _ENGINE.value == "ray":
+        from dream_jax import ray_engine
+        ray_options = ray_engine.RayOptions(_RAY_ADDRESS.value, _RAY_ACTORS.value,
+                                            _RAY_CPUS.value, _RAY_GPUS.value)
+    summary_ = batch.run_batch(_INPUTS.value, _OUTPUT_DIR.value, make_request(None, texts[0]),
+                               batch_size=_BATCH_SIZE.value,
+                               weights_dir=make_request.weights_dir.value,
+                               objective_texts=texts, devices=_DEVICES.value, share=share,
+                               engine=_ENGINE.value, ray_options=ray_options)
     where = (f", process {share.process_id} of {share.num_processes}"
-             if share.num_processes > 1 else "")
-    print(f"{'interrupted: ' if summary['interrupted'] else ''}done {summary['done']}, "
-          f"skipped {summary['skipped']} (already there), failed {len(summary['failed'])} "
-          f"in {summary['seconds']:.1f}s ({summary['images_per_second']:.2f} images/s on "
-          f"{summary['devices']} device(s){where})")
-    if summary["interrupted"]:
+             if share.num_processes > 1 else
+             f", {summary_['actors']} Ray actor(s)" if "actors" in summary_ else "")
+    print(f"{'interrupted: ' if summary_['interrupted'] else ''}done {summary_['done']}, "
+          f"skipped {summary_['skipped']} (already there), failed {len(summary_['failed'])} "
+          f"in {summary_['seconds']:.1f}s ({summary_['images_per_second']:.2f} images/s on "
+          f"{summary_['devices']} device(s){where})")
+    if summary_["interrupted"]:
         sys.exit(130)
-    if summary["failed"]:
+    if summary_["failed"]:
         sys.exit(1)
 
 
