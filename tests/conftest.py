@@ -31,6 +31,44 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SHARED_WEIGHTS = SHARED / "weights" / "bvlc_googlenet"
 SHARED_DATA = SHARED / "data"
+# Quick engine settings: a shallow layer compiles fast on 2 CPU cores.
+QUICK_LAYER = "inception_3b/output"
+QUICK_FLAGS = ["--octaves=2", "--steps=2", f"--objective={QUICK_LAYER}"]
+
+
+def smooth_photo(seed: int = 0, size: tuple[int, int] = (96, 112)) -> np.ndarray:
+    """A photo-like uint8 RGB (height, width) = size: seeded noise upsampled
+    smoothly, so it has structure at several scales (and JPEG keeps it close)."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (size[0] // 8 + 1, size[1] // 8 + 1, 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(small).resize(size[::-1], Image.BICUBIC))
+
+
+def save_noise(path, size: tuple[int, int] = (72, 96), seed: int = 0) -> Path:
+    """Seeded uint8 noise (height, width) = size written to `path` (format by suffix)."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return Path(path)
+
+
+def to_model(rgb):
+    """uint8 RGB -> the dream's model space, as a jax array."""
+    import jax.numpy as jnp
+    from dream_jax import preprocess
+    return jnp.asarray(preprocess.to_model(rgb, preprocess.DREAM_MEAN_BGR))
+
+
+class PicklePayload:
+    """A pickle that creates `marker` when unpickled: the program must never run it."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 TORCH_ABSENT = ("PyTorch, the reference implementation, is not installed (its CPU build is "
                 "on disk for Python 3.11 only)")
 

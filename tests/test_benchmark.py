@@ -11,7 +11,6 @@ pytest.importorskip("torch", reason=TORCH_ABSENT)
 from dream_jax import googlenet  # noqa: E402
 
 
-
 def conv_flops(height: int, width: int, layer: str = "inception_4c/output") -> int:
     """Forward FLOPs (2 per multiply-add) of every convolution up to `layer`."""
     shapes, last = googlenet.layer_shapes(height, width), googlenet.LAYERS.index(layer)

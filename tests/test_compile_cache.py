@@ -9,11 +9,12 @@ from absl import logging
 
 import dream_jax
 from dream_jax import compile_cache
-from tests.test_dream import FAST, LAYER, _photo
+from dream_jax.config import DreamConfig
+from tests.conftest import QUICK_LAYER as LAYER, smooth_photo as _photo
 
 pytestmark = pytest.mark.slow
 
-CONFIG = FAST.replace(iter_n=3)
+CONFIG = DreamConfig(octave_n=1, iter_n=3)
 
 
 @pytest.fixture

@@ -6,24 +6,14 @@ import optax
 import pytest
 
 import dream_jax
-from dream_jax import api, config as config_lib, deepdream, gradients, objectives, preprocess
+from dream_jax import api, config as config_lib, deepdream, gradients, objectives
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
 
-LAYER = "inception_3b/output"  # shallow enough to be quick on 2 CPU cores
+from tests.conftest import QUICK_LAYER as LAYER, smooth_photo as _photo, to_model as _model
+
 FAST = DreamConfig(octave_n=1, iter_n=2)
 dream = dream_jax.dream
-
-
-def _photo(seed=0, size=(96, 112)):
-    rng = np.random.default_rng(seed)
-    smooth = rng.integers(0, 256, (size[0] // 8, size[1] // 8, 3)).astype(np.uint8)
-    from PIL import Image
-    return np.asarray(Image.fromarray(smooth).resize(size[::-1], Image.BICUBIC))
-
-
-def _model(rgb):
-    return jnp.asarray(preprocess.to_model(rgb, preprocess.DREAM_MEAN_BGR))
 
 
 def _value(params, rgb, objective, data=None):

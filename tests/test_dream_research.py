@@ -10,16 +10,14 @@ import dream_jax
 from dream_jax import deepdream, lapnorm, objectives, preprocess, render
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
-from tests.conftest import assert_one_line_error, run_main
+from tests.conftest import assert_one_line_error, run_main, smooth_photo
 
 LAYER = "inception_3a/output"  # shallow: quick to compile on 2 cores
 FAST = DreamConfig(octave_n=1, iter_n=3)
 
 
 def _photo(seed=0, size=(64, 96)):
-    rng = np.random.default_rng(seed)
-    smooth = rng.integers(0, 256, (size[0] // 8, size[1] // 8, 3)).astype(np.uint8)
-    return np.asarray(Image.fromarray(smooth).resize(size[::-1], Image.BICUBIC))
+    return smooth_photo(seed, size)
 
 
 def _value_and_grad(text, image, reference=None):

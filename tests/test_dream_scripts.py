@@ -6,20 +6,13 @@ import pytest
 from PIL import Image
 
 from dream_jax import image_io, render
-from tests.conftest import assert_one_line_error, run_main, run_script
-
-FAST = ["--octaves=2", "--steps=2", "--objective=inception_3b/output"]
+from tests.conftest import QUICK_FLAGS as FAST, assert_one_line_error, run_main, run_script
+from tests.conftest import save_noise as _save
 
 
 def _dream(weights_dir, *args):
     """scripts/dream.py in this interpreter (see conftest.run_main)."""
     return run_main("dream", f"--weights={weights_dir}", *args)
-
-
-def _save(path, size=(72, 96), seed=0):
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
-    return path
 
 
 @pytest.mark.slow

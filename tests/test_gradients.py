@@ -7,7 +7,10 @@ import pytest
 import dream_jax
 from dream_jax import deepdream, googlenet, gradients, objectives
 from dream_jax.errors import UserError
-from tests.test_dream import FAST, LAYER, _model, _photo
+from dream_jax.config import DreamConfig
+from tests.conftest import QUICK_LAYER as LAYER, smooth_photo as _photo, to_model as _model
+
+FAST = DreamConfig(octave_n=1, iter_n=2)
 
 
 @pytest.mark.parametrize("size", [64, 100, 257, 511, 512, 1000, 1537])

@@ -16,7 +16,7 @@ from PIL import Image
 
 from dream_jax import classify, googlenet, preprocess, weights
 from dream_jax.errors import WeightsError
-from dream_jax.weights import convert, store
+from dream_jax.weights import convert
 from tests.caffe_writer import write_net
 from tests.conftest import assert_one_line_error, caffe_layers, run_main
 

@@ -4,7 +4,6 @@ The .caffemodel is written from the shared per-layer files; OpenCV loads it
 with the model zoo's deploy.prototxt, our converter loads it too, and the two
 forward passes are compared at several taps on real photos.
 """
-from pathlib import Path
 
 import numpy as np
 import pytest

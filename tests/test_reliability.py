@@ -33,9 +33,8 @@ from PIL import Image
 from dream_jax import image_io, render, weights
 from dream_jax.errors import ImageError, WeightsError
 from dream_jax.weights import convert
-from tests.conftest import ROOT, assert_one_line_error, run_main, run_script
-from tests.test_dream_scripts import FAST, _save
-from tests.test_weights import _Payload
+from tests.conftest import QUICK_FLAGS as FAST, ROOT, PicklePayload, assert_one_line_error
+from tests.conftest import run_main, run_script, save_noise as _save, smooth_photo
 
 NO_WEIGHTS = "--weights=/nonexistent"  # an error must come before the weights are needed
 QUICK = 30.0  # seconds: far less than any dream takes, even on a loaded 2-core machine
@@ -79,10 +78,7 @@ def _png_header_only(width: int, height: int, idat: bytes = b"\0" * 64) -> bytes
 
 
 def _photo(size=(64, 80), seed=0) -> Image.Image:
-    """A smooth-ish RGB picture (height, width) = size, which JPEG keeps close."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (size[0] // 8 + 1, size[1] // 8 + 1, 3), dtype=np.uint8)
-    return Image.fromarray(small).resize((size[1], size[0]), Image.BILINEAR)
+    return Image.fromarray(smooth_photo(seed, size))
 
 
 def _encoded(img: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -490,7 +486,7 @@ def test_truncated_download_never_lands_under_its_final_name(cutting_server, sha
 def test_loader_never_unpickles_what_the_manifest_points_to(weights_dir, tmp_path):
     folder = shutil.copytree(weights_dir, tmp_path / "w")
     marker = tmp_path / "pwned"
-    payload = pickle.dumps(_Payload(str(marker)))
+    payload = pickle.dumps(PicklePayload(str(marker)))
     (folder / "weights.pkl").write_bytes(payload)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest.update(file="weights.pkl", sha256=hashlib.sha256(payload).hexdigest())

@@ -9,15 +9,14 @@ from PIL import Image
 from dream_jax import image_io, render
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
+from tests.conftest import save_noise
 
 CONFIG = DreamConfig(octave_n=1, iter_n=1)
 OBJECTIVE = "inception_3a/output"
 
 
 def _photo(path, seed=0):
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
-    return path
+    return save_noise(path, (48, 64), seed)
 
 
 @pytest.fixture

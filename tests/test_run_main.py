@@ -8,7 +8,6 @@ no state (flags, logging, jax options, sys, environment) left behind.
 import logging
 import os
 import sys
-import textwrap
 import warnings
 
 import pytest

@@ -15,7 +15,7 @@ from dream_jax import weights
 from dream_jax.errors import WeightsError
 from dream_jax.weights import convert, store
 from tests.caffe_writer import write_net
-from tests.conftest import assert_one_line_error, caffe_layers, run_main
+from tests.conftest import PicklePayload, assert_one_line_error, caffe_layers, run_main
 
 FILTER = "weights/inception_4c/3x3_filter.bin"
 
@@ -166,18 +166,10 @@ def test_garbage_caffemodel_is_refused(tmp_path):
     assert_one_line_error(proc, "not a valid .caffemodel")
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 @pytest.mark.parametrize("name", ["weights.pth", "weights.pkl", "sneaky.caffemodel"])
 def test_pickle_is_refused_and_never_executed(tmp_path, name):
     marker = tmp_path / "pwned"
-    (tmp_path / name).write_bytes(pickle.dumps(_Payload(str(marker))))
+    (tmp_path / name).write_bytes(pickle.dumps(PicklePayload(str(marker))))
     proc = _convert_script(tmp_path / name, tmp_path / "out")
     assert_one_line_error(proc, name)
     assert not marker.exists(), "the pickle payload ran"
