@@ -28,6 +28,7 @@ so the whole path is tested without a GPU.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -150,6 +151,7 @@ SHAPES = {  # the cases issue 13 names: (mode, size, batch)
 }
 DRY_SHAPES = {"batch": ("step", 64, 2), "large": ("step", 64, 1), "octave": ("octave", 64, 1)}
 PRECISION_TAGS = {"bf16": "bfloat16", "f32": "float32"}
+TORCH_IMPLS = {"torch", "torch_compile"}
 RUN_SETTINGS = {False: {"steps": 10, "repeats": 5}, True: {"steps": 2, "repeats": 1}}
 
 
@@ -317,6 +319,8 @@ def _skip_reason(case: BenchCase, left_s: float, done: dict[str, str]) -> str | 
         return f"budget: {max(left_s, 0):.0f}s left"
     if case.spec.warm and done.get(case.base) != "ok":
         return f"needs {case.base} to have run first in this check"
+    if set(case.spec.impls) & TORCH_IMPLS and importlib.util.find_spec("torch") is None:
+        return "PyTorch is not installed here (the reference for this case)"
     return None
 
 

@@ -89,6 +89,15 @@ def test_gpu_plan_covers_the_issue_cases():
     assert gpu_check.results_path(record) == "benchmarks/results/2026-11-27-nvidia-h100-80gb-hbm3.json"
 
 
+def test_cases_that_need_torch_are_skipped_where_it_is_absent(monkeypatch):
+    real = gpu_check.importlib.util.find_spec
+    monkeypatch.setattr(gpu_check.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    reasons = {c.name: gpu_check._skip_reason(c, 600, {}) for c in gpu_check.plan(True, None)}
+    assert reasons["batch-f32"] == "PyTorch is not installed here (the reference for this case)"
+    assert reasons["batch-f32-custom"] is None  # jax only
+
+
 def test_budget_and_missing_base_skip_cases(weights_dir, tmp_path):
     record = gpu_check.run_check(tmp_path / "a", weights_dir, dry_run=True, budget_s=0,
                                  check_correctness=False)
