@@ -65,11 +65,13 @@ class Case:
     batch: int
     steps: int
     precision: str = "float32"
+    kernels: str = "auto"
 
     @property
     def config(self) -> DreamConfig:
         # A budget no image reaches: the whole image's gradient, as torch computes it.
-        return DreamConfig(iter_n=self.steps, precision=self.precision, memory_budget=1 << 30)
+        return DreamConfig(iter_n=self.steps, precision=self.precision, memory_budget=1 << 30,
+                           kernels=self.kernels)
 
     @property
     def levels(self) -> list[tuple[int, int]]:
@@ -314,7 +316,7 @@ def _summary(case: Case, impl: str, compile_s: float, times: list[float], memory
 
 def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None,
         log: Callable[[str], None] = print, cache_dir: Path | None = None,
-        precision: str = "float32") -> dict:
+        precision: str = "float32", kernels: str = "auto") -> dict:
     """Benchmark every (mode, size, batch) with every implementation; returns the record."""
     _setup_jax_caches(cache_dir)  # first, before anything compiles
     load_before = os.getloadavg()[0]  # other work on the machine skews timings: record it
@@ -325,7 +327,7 @@ def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None
         raise UserError(f"unknown mode(s) {sorted(unknown)}; known: {', '.join(MODES)}")
     if steps < 1 or repeats < 1 or min(batches) < 1:
         raise UserError("steps, repeats and batch must be >= 1")
-    DreamConfig(precision=precision)  # checks it
+    DreamConfig(precision=precision, kernels=kernels)  # checks them
     for size in sizes:
         if not deepdream.fits_network(size, size, (LAYER,)):
             raise UserError(f"size {size} is too small for {LAYER}")
@@ -333,7 +335,7 @@ def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None
     tparams = _setup_torch(params, cache_dir) if set(impls) - {"jax"} else None
     record = environment(precision)
     record["machine"]["load_average_1min_at_start"] = load_before
-    cases = [Case(m, s, b, steps, precision) for s in sorted(set(sizes)) for b in sorted(set(batches))
+    cases = [Case(m, s, b, steps, precision, kernels) for s in sorted(set(sizes)) for b in sorted(set(batches))
              for m in modes]  # smallest first: see _device_peak
     runners, compile_s, times, memory = {}, {}, {}, {}
     for case in cases:
@@ -366,8 +368,9 @@ def run(impls, modes, sizes, batches, steps: int, repeats: int, weights_dir=None
                              **{f"jax_vs_{impl}": median[impl] / median["jax"]
                                 for impl in impls if impl != "jax"}})
     settings = {"objective": LAYER,
-                "config": dataclasses.asdict(DreamConfig(iter_n=steps, precision=precision)),
-                "kernels": caffe_ops.resolve_kernels(),
+                "config": dataclasses.asdict(DreamConfig(iter_n=steps, precision=precision,
+                                                         kernels=kernels)),
+                "kernels": caffe_ops.resolve_kernels(kernels),
                 "tiling": "off (the whole image's gradient)", "repeats": repeats,
                 "disk_caches": str(cache_dir) if cache_dir else "off (cold compiles)",
                 "flops_source": "XLA cost_analysis of the jax case, used for every impl"}

@@ -7,14 +7,13 @@
 Two gradient paths, the same numbers (tested): "native" is jax's own
 autodiff; "custom" writes the input gradients of the convolution and of the
 max-pool out by hand in forms XLA:CPU runs fast (see BUILD_NOTES,
-"Backend-aware kernels"). `resolve_kernels("auto")` picks per backend, and
-$DREAM_JAX_KERNELS overrides "auto".
+"Backend-aware kernels"). `resolve_kernels("auto")` picks per backend (the
+scripts take $DREAM_JAX_KERNELS as the default of --kernels: see cli).
 """
 from __future__ import annotations
 
 import functools
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -23,16 +22,15 @@ from jax import lax
 from dream_jax.errors import UserError
 
 KERNELS = ("auto", "custom", "native")
+KERNELS_ENV = "DREAM_JAX_KERNELS"  # read by the scripts (cli), never by the library
 # Measured faster with "custom": XLA:CPU. Elsewhere jax's own gradients until
 # a measurement says otherwise.
 _CUSTOM_BACKENDS = ("cpu",)
 
 
 def resolve_kernels(kernels: str = "auto", backend: str | None = None) -> str:
-    """"custom" or "native": `kernels` itself, or for "auto" $DREAM_JAX_KERNELS
-    when set, else the backend's measured choice."""
-    if kernels == "auto":
-        kernels = os.environ.get("DREAM_JAX_KERNELS", "auto") or "auto"
+    """"custom" or "native": `kernels` itself, or for "auto" the backend's
+    measured choice."""
     if kernels not in KERNELS:
         raise UserError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
     if kernels == "auto":

@@ -5,12 +5,13 @@ stderr and exits 1; a flag that fails to parse prints one line and exits 2.
 """
 from __future__ import annotations
 
+import os
 import sys
-from typing import Callable
+from typing import Callable, Mapping
 
 from absl import app, flags, logging
 
-from dream_jax import compile_cache
+from dream_jax import caffe_ops, compile_cache
 from dream_jax.errors import UserError
 
 
@@ -26,11 +27,29 @@ def _parse_flags(argv: list[str]) -> list[str]:
         fail(str(e).splitlines()[0], code=2)
 
 
+# Environment variables that set a flag's default in every script that has the flag.
+ENVIRONMENT_DEFAULTS = {caffe_ops.KERNELS_ENV: "kernels"}
+
+
+def apply_environment(environ: Mapping[str, str]) -> None:
+    """The environment, read once at the edge: each variable of
+    ENVIRONMENT_DEFAULTS becomes its flag's default (a flag given on the
+    command line still wins)."""
+    for variable, name in ENVIRONMENT_DEFAULTS.items():
+        value = environ.get(variable)
+        if value and name in flags.FLAGS:
+            try:
+                flags.FLAGS.set_default(name, value)
+            except flags.IllegalFlagValueError as e:
+                fail(f"${variable}: {str(e).splitlines()[0]}", code=2)
+
+
 def run(main: Callable[[], None]) -> None:
     """Parse flags, call main(); positional arguments are refused."""
     def wrapped(argv: list[str]) -> None:
         if len(argv) > 1:
             fail(f"unexpected positional arguments {argv[1:]}; every option is a --flag", code=2)
+        apply_environment(os.environ)
         if not flags.FLAGS["verbosity"].present:  # keep JAX's backend chatter off stderr
             logging.set_verbosity(logging.WARNING)
         compile_cache.enable_default()

@@ -54,7 +54,7 @@ class DreamConfig:
         "(slower on CPU); the image and its updates stay float32.", PRECISIONS)
     kernels: str = _field(
         "auto", "kernels", "Gradient kernels of the Caffe ops: custom (fast on CPU), native "
-        "(jax's own), auto (by backend; $DREAM_JAX_KERNELS overrides).", KERNELS)
+        "(jax's own), auto (by backend); $DREAM_JAX_KERNELS sets the default.", KERNELS)
 
     def __post_init__(self):
         checks = [

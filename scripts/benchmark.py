@@ -26,6 +26,9 @@ _OUT = flags.DEFINE_string("out", "bench/results", "Writes OUT.json and OUT.md."
 _WEIGHTS = flags.DEFINE_string("weights", None, "Converted weights folder (default: weights/).")
 _PRECISION = flags.DEFINE_enum("precision", "float32", list(config.PRECISIONS),
                                "Network compute dtype for every impl (torch: autocast).")
+_KERNELS = flags.DEFINE_enum("kernels", "auto", list(config.KERNELS),
+                              "Gradient kernels of the Caffe ops ($DREAM_JAX_KERNELS sets the "
+                              "default; see --helpfull of dream.py).")
 _CACHE = flags.DEFINE_string(
     "cache", None, "Keep on-disk compilation caches here (default: off, cold compiles); "
     "a second run with the same folder measures a warm process's first call.")
@@ -45,7 +48,7 @@ def main():
     record = harness.run(_IMPL.value, _MODE.value, _ints(_SIZES), _ints(_BATCH), _STEPS.value,
                          _REPEATS.value, Path(_WEIGHTS.value) if _WEIGHTS.value else None,
                          cache_dir=Path(_CACHE.value) if _CACHE.value else None,
-                         precision=_PRECISION.value)
+                         precision=_PRECISION.value, kernels=_KERNELS.value)
     json_path, md_path = harness.write(record, _OUT.value)
     print(harness.markdown(record))
     print(f"wrote {json_path} and {md_path}")

@@ -132,3 +132,23 @@ def test_layers_script_lists_every_tap():
     lines = proc.stdout.splitlines()
     assert len(lines) == 84
     assert any(line.split() == ["inception_4c/output", "18x32x512"] for line in lines)
+
+
+def test_kernels_environment_variable_is_the_flags_default(weights_dir, tmp_path):
+    """$DREAM_JAX_KERNELS is read by the script (the edge), as --kernels' default;
+    the flag on the command line still wins, and a bad value is one line."""
+    def kernels_of(out, *args, env):
+        proc = run_main("dream", f"--weights={weights_dir}", f"--output={out}",
+                        "--noise_size=48", "--octaves=1", "--steps=1",
+                        "--objective=conv2/3x3", *args, env=env)
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads(image_io.read_png_metadata(out)[render.METADATA_KEY])
+        return record["request"]["config"]["kernels"]
+
+    assert kernels_of(tmp_path / "a.png", env={"DREAM_JAX_KERNELS": "native"}) == "native"
+    assert kernels_of(tmp_path / "b.png", "--kernels=custom",
+                      env={"DREAM_JAX_KERNELS": "native"}) == "custom"
+    proc = run_main("dream", f"--weights={weights_dir}", f"--output={tmp_path / 'c.png'}",
+                    env={"DREAM_JAX_KERNELS": "bogus"})
+    assert_one_line_error(proc, "$DREAM_JAX_KERNELS")
+    assert not (tmp_path / "c.png").exists()
