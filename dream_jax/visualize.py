@@ -35,6 +35,7 @@ import optax
 from dream_jax import (__version__, caffe_ops, deepdream, googlenet, gradients, image_io,
                        objectives, optimizers, parameterize, prerelu, preprocess, render,
                        transforms, weights)
+from dream_jax import record as records
 from dream_jax.errors import UserError
 
 METADATA_KEY = render.METADATA_KEY
@@ -188,7 +189,9 @@ def render_channels(params, settings: Settings, channels, kernels: str = "auto")
 def chunk_channels(settings: Settings, batch: int = 0, budget: int = 0) -> int:
     """Channels per compiled call: `batch` pictures if given, else as many as
     fit `budget` bytes (0: gradients.default_budget()); copies stay together."""
-    if batch <= 0:
+    if batch < 0:
+        raise UserError(f"batch must be >= 0 (0: as many as fit memory), got {batch}")
+    if batch == 0:
         h, w = transforms.output_shape(transforms.by_name(settings.transforms),
                                        settings.size, settings.size)
         deepest = settings.objective(0).layers[-1]
@@ -205,7 +208,7 @@ def metadata(settings: Settings, channel: int, copy: int, chunk, kernels: str,
              weights_sha256: str) -> dict[str, str]:
     """PNG text: the settings, this picture's channel/copy, the chunk it ran in
     (replay re-runs it), weights sha256, version. No paths."""
-    record = {"version": __version__, "weights_sha256": weights_sha256,
+    record = {"schema": records.SCHEMA, "version": __version__, "weights_sha256": weights_sha256,
               "backend": jax.default_backend(), "kernels": kernels,
               "visualization": {**dataclasses.asdict(settings), "channel": channel,
                                 "copy": copy, "chunk": list(chunk)}}
@@ -265,14 +268,32 @@ def run(settings: Settings, channels, output_dir, weights_dir=None, params=None,
             "chunk": min(per_call, len(channels))}
 
 
+def _record_spec() -> records.Obj:
+    """The schema of a visualisation record (see `metadata`)."""
+    index = records.Int(0, 2**31 - 1)
+    vis = records.fields_spec(Settings, {"channel": index, "copy": index,
+                                         "chunk": records.List(index)})
+    return records.Obj({"weights_sha256": records.Sha256(), "kernels": records.Str(16),
+                        "visualization": vis},
+                       {"schema": records.Int(1), "version": records.Str(64),
+                        "backend": records.Str(64), "build": records.Table()})
+
+
 def read_record(png) -> dict:
-    """The visualisation record stored in a picture written by `run`."""
-    try:
-        record = json.loads(image_io.read_png_metadata(png)[METADATA_KEY])
-        record["visualization"]
-    except (KeyError, json.JSONDecodeError):
+    """The visualisation record stored in a picture written by `run`, checked
+    against its schema."""
+    text = image_io.read_png_metadata(png).get(METADATA_KEY)
+    if text is None or '"visualization"' not in text:
         raise UserError(f"{png}: not a feature visualisation written by dream_jax "
-                        f"(no {METADATA_KEY} visualization metadata)") from None
+                        f"(no {METADATA_KEY} visualization metadata)")
+    record = records.loads(text, _record_spec(), str(png))
+    vis = record["visualization"]
+    if vis["channel"] not in vis["chunk"]:
+        raise UserError(f"{png}: bad dream_jax metadata: channel {vis['channel']} is not in "
+                        f"its chunk")
+    if vis["copy"] >= vis["copies"]:
+        raise UserError(f"{png}: bad dream_jax metadata: copy {vis['copy']} of "
+                        f"{vis['copies']}")
     return record
 
 
@@ -286,17 +307,17 @@ def replay(png, output_dir, weights_dir=None, params=None) -> Path:
                         f"(sha256 {record['weights_sha256']})")
     fields = {f.name for f in dataclasses.fields(Settings)}
     vis = record["visualization"]
-    try:
-        settings = Settings(**{k: v for k, v in vis.items() if k in fields})
-    except TypeError as e:
-        raise UserError(f"{png}: unreadable visualisation settings ({e})") from None
+    settings = Settings(**{k: v for k, v in vis.items() if k in fields})
+    kernels = caffe_ops.resolve_kernels(record["kernels"])
     params = weights.load_params(weights_dir) if params is None else params
     chunk = tuple(vis["chunk"])
-    images = render_channels(jax.device_put(params), settings, chunk, record["kernels"])
+    for channel in chunk:
+        settings.objective(channel)  # every channel in range, before anything runs
+    images = render_channels(jax.device_put(params), settings, chunk, kernels)
     index = chunk.index(vis["channel"]) * settings.copies + vis["copy"]
     path = output_dir / file_name(settings.layer, vis["channel"], vis["copy"], settings.copies)
     image_io.write_png(path, images[index], None,
-                       metadata(settings, vis["channel"], vis["copy"], chunk, record["kernels"],
+                       metadata(settings, vis["channel"], vis["copy"], chunk, kernels,
                                 record["weights_sha256"]))
     return path
 
