@@ -160,7 +160,7 @@ def read_bytes(path: str | os.PathLike, limit: int) -> bytes:
             if info.st_size > limit:
                 raise ImageError(f"{what}: {info.st_size:,} bytes, over the {limit:,} "
                                  f"read for an image within --max_pixels")
-            data = f.read(limit + 1)
+            data = f.read(info.st_size + 1)  # one byte more shows a file still growing
     except IsADirectoryError:
         raise ImageError(f"{what}: is a directory, not an image file") from None
     except FileNotFoundError:
@@ -169,8 +169,8 @@ def read_bytes(path: str | os.PathLike, limit: int) -> bytes:
         raise ImageError(f"{what}: permission denied") from None
     except OSError as e:  # e.g. a name or path too long, an I/O error
         raise ImageError(f"{what}: cannot read ({e.strerror or e})") from None
-    if len(data) > limit:
-        raise ImageError(f"{what}: grew past {limit:,} bytes while being read")
+    if len(data) > info.st_size:
+        raise ImageError(f"{what}: changed while being read")
     return data
 
 

@@ -86,9 +86,10 @@ class Name:
     """A bare file name: no folder, no '..', nothing a path could hide in."""
 
     def check(self, value, where):
-        Str(MAX_NAME_BYTES).check(value, where)
+        Str(MAX_STR).check(value, where)
         if not is_bare_name(value):
-            raise RecordError(f"{where}: {value!r} is not a bare file name")
+            raise RecordError(f"{where}: {_clip(value)!r} is not a bare file name "
+                              f"(at most {MAX_NAME_BYTES} bytes, no folder)")
         return value
 
 

@@ -130,9 +130,13 @@ def check_folder(folder: str | os.PathLike, what: str = "output folder") -> Path
     """An existing folder where a file can really be created (root passes
     `os.access` even where writes fail, e.g. /sys or a read-only mount: so try)."""
     folder = Path(folder)
-    if not folder.exists():
+    try:
+        exists, is_dir = folder.exists(), folder.is_dir()
+    except OSError as e:  # e.g. a path too long
+        raise UserError(f"{what} {folder}: {e.strerror or e}") from None
+    if not exists:
         raise UserError(f"{what} {folder} does not exist")
-    if not folder.is_dir():
+    if not is_dir:
         raise UserError(f"{what} {folder} is a file, not a folder")
     try:
         atomic.probe(folder)
@@ -148,14 +152,14 @@ def check_output(path: str | os.PathLike, inputs: tuple = ()) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise UserError(f"{path}: output must be a .png file")
+    folder = path.parent if str(path.parent) else Path(".")
+    check_path_length(path, folder)
     if path.is_dir():
         raise UserError(f"{path}: is a directory")
-    folder = path.parent if str(path.parent) else Path(".")
     try:
         check_folder(folder)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
-    check_path_length(path, folder)
     for other in inputs:
         if same_file(path, other):
             raise UserError(f"{path}: is the input {other}; refusing to overwrite it "

@@ -242,11 +242,11 @@ def run(settings: Settings, channels, output_dir, weights_dir=None, params=None,
     """One PNG per picture in `output_dir` and `contact_sheet.png`; returns a summary.
     `progress(done, total)` is called after each chunk."""
     output_dir = render.check_folder(output_dir)
+    per_call = chunk_channels(settings, batch)
     sha = _record_sha(weights_dir)
     params = weights.load_params(weights_dir) if params is None else params
     params = jax.device_put(params)
     kernels = caffe_ops.resolve_kernels(kernels)
-    per_call = chunk_channels(settings, batch)
     written, thumbs, labels = [], [], []
     for chunk in iter_chunks(channels, per_call):
         images = render_channels(params, settings, chunk, kernels)
