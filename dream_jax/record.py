@@ -172,10 +172,15 @@ def is_bare_name(name: str) -> bool:
 
 def fields_spec(cls, extra: dict | None = None) -> Obj:
     """A closed Obj for a dataclass of int/float/str/bool fields, typed by each
-    field's default (ranges are the dataclass's own checks)."""
+    field's default (ranges are the dataclass's own checks), plus `extra`
+    required fields."""
     kinds = {bool: Bool(), int: Int(), float: Float(), str: Str()}
-    return Obj({f.name: kinds[type(f.default)] for f in dataclasses.fields(cls)
-                if type(f.default) in kinds}, dict(extra or {}), closed=True)
+    fields = dataclasses.fields(cls)
+    odd = [f.name for f in fields if type(f.default) not in kinds]
+    if odd:  # a programming error: give the field a spec by hand
+        raise TypeError(f"{cls.__name__}: no record spec for field(s) {odd}")
+    return Obj({**{f.name: kinds[type(f.default)] for f in fields}, **(extra or {})},
+               closed=True)
 
 
 def loads(text: str, spec: Obj, origin: str) -> dict:

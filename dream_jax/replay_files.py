@@ -63,7 +63,8 @@ def locate(what: str, name: str | None, given: str | None, digest: str | None,
         if sha256_of(folder / name) == digest:
             return str(folder / name)
     raise UserError(f"cannot replay: no {what} {name!r} with the recorded sha256 beside "
-                    f"{png.name} or in the working directory; pass --{what}=FILE")
+                    f"{png.name} or in the working directory (missing, or changed since); "
+                    f"pass --{what}=FILE")
 
 
 def _same_folder(a: Path, b: Path) -> bool:
