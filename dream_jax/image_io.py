@@ -146,21 +146,36 @@ def _own_pixel_limit():
             Image.MAX_IMAGE_PIXELS = previous
 
 
+class NotRegular(OSError):
+    """A path that is a folder, device or FIFO: never read."""
+
+
+def open_regular(path: str | os.PathLike):
+    """A binary file object on a regular file. Opened without blocking and
+    checked before any read, so a FIFO or device is refused, never waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegular("is a directory, not an image file" if stat.S_ISDIR(mode)
+                         else "not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def read_bytes(path: str | os.PathLike, limit: int) -> bytes:
     """A regular file's bytes, at most `limit` of them (refused past it); one
     `ImageError` for every way the file cannot be read."""
     what = str(path)
     try:
-        with open(path, "rb") as f:
-            info = os.fstat(f.fileno())
-            if stat.S_ISDIR(info.st_mode):
-                raise ImageError(f"{what}: is a directory, not an image file")
-            if not stat.S_ISREG(info.st_mode):
-                raise ImageError(f"{what}: not a regular file")
-            if info.st_size > limit:
-                raise ImageError(f"{what}: {info.st_size:,} bytes, over the {limit:,} "
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise ImageError(f"{what}: {size:,} bytes, over the {limit:,} "
                                  f"read for an image within --max_pixels")
-            data = f.read(info.st_size + 1)  # one byte more shows a file still growing
+            data = f.read(size + 1)  # one byte more shows a file still growing
+    except NotRegular as e:
+        raise ImageError(f"{what}: {e}") from None
     except IsADirectoryError:
         raise ImageError(f"{what}: is a directory, not an image file") from None
     except FileNotFoundError:
@@ -169,7 +184,7 @@ def read_bytes(path: str | os.PathLike, limit: int) -> bytes:
         raise ImageError(f"{what}: permission denied") from None
     except OSError as e:  # e.g. a name or path too long, an I/O error
         raise ImageError(f"{what}: cannot read ({e.strerror or e})") from None
-    if len(data) > info.st_size:
+    if len(data) > size:
         raise ImageError(f"{what}: changed while being read")
     return data
 

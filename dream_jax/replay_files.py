@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from pathlib import Path
 
-from dream_jax import record
+from dream_jax import image_io, record
 from dream_jax.errors import UserError
 
 _CHUNK = 1 << 20
@@ -24,9 +23,7 @@ def sha256_of(path: str | os.PathLike) -> str | None:
     """The sha256 of a regular file, read in chunks; None for anything else
     (missing, a folder, a device, unreadable)."""
     try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return None
+        with image_io.open_regular(path) as f:
             digest = hashlib.sha256()
             for chunk in iter(lambda: f.read(_CHUNK), b""):
                 digest.update(chunk)

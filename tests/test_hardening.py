@@ -8,10 +8,13 @@ it with a stand-in.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -26,7 +29,7 @@ from absl import logging
 from PIL import Image, PngImagePlugin
 
 from dream_jax import (api, atomic, batch, classify, compile_cache, errors, image_io, inputs,
-                       record, render, replay_files, visualize)
+                       record, render, replay_files)
 from dream_jax.config import DreamConfig
 from dream_jax.errors import ImageError, UserError, WeightsError
 from dream_jax.weights import store
@@ -93,13 +96,15 @@ def test_replay_searches_beside_then_the_working_directory_first_match(tmp_path,
 
 def test_hashing_streams_and_never_reads_what_is_not_a_regular_file(tmp_path):
     fifo = tmp_path / "fifo.png"
-    os.mkfifo(fifo)  # opening it to read would block forever if it were read
+    os.mkfifo(fifo)  # a plain open() to read it would block forever: no writer
+    assert replay_files.sha256_of(fifo) is None
+    with pytest.raises(ImageError, match="not a regular file"):
+        image_io.decode_file(fifo)
     assert replay_files.sha256_of(tmp_path) is None
     assert replay_files.sha256_of(tmp_path / "missing") is None
     big = tmp_path / "big.bin"
     with open(big, "wb") as f:
         f.truncate(3 * (1 << 20) + 5)
-    import hashlib
     assert replay_files.sha256_of(big) == hashlib.sha256(big.read_bytes()).hexdigest()
 
 
@@ -140,7 +145,6 @@ def _crafted(tmp_path: Path) -> dict:
     # a compressed-text bomb: a zTXt chunk of 64 MiB of zeros
     raw = (folder / "list.png").read_bytes()
     chunk = render.METADATA_KEY.encode() + b"\0\0" + _bomb_text()
-    import struct
     ztxt = struct.pack(">I", len(chunk)) + b"zTXt" + chunk + struct.pack(
         ">I", zlib.crc32(b"zTXt" + chunk))
     at = raw.index(b"IDAT") - 4
@@ -186,7 +190,7 @@ def test_record_schema_refuses_each_wrong_type_with_the_field_named():
 
 def test_the_request_schema_covers_every_request_field():
     spec = render._request_spec().required["request"]
-    fields = {f.name for f in __import__("dataclasses").fields(render.DreamRequest)}
+    fields = {f.name for f in dataclasses.fields(render.DreamRequest)}
     assert set(spec.required) | set(spec.optional) == fields
 
 
@@ -429,7 +433,7 @@ def test_a_rerun_with_other_flags_refuses_outputs_made_otherwise(tmp_path):
     photo = _photo(folder / "p.png")
     request = render.DreamRequest(config=CONFIG, objective="inception_3a/output")
     digests = {str(photo): "0" * 64}
-    made = dataclasses_replace(request, input=str(photo))
+    made = dataclasses.replace(request, input=str(photo))
     image_io.write_png(out / "p.png", np.zeros((8, 8, 3), np.uint8), None,
                        render.metadata(made, "0" * 64, digests))
     layers = request.layers
@@ -439,16 +443,11 @@ def test_a_rerun_with_other_flags_refuses_outputs_made_otherwise(tmp_path):
                                  batch.distributed.Share(), {"read_seconds": 0.0}))
         return [type(i).__name__ for i in items]
     assert outcome(request) == ["_Skipped"]
-    assert outcome(dataclasses_replace(request, seed=1)) == ["_Failed"]
-    assert outcome(dataclasses_replace(request, config=CONFIG.replace(step_size=2.0))) \
+    assert outcome(dataclasses.replace(request, seed=1)) == ["_Failed"]
+    assert outcome(dataclasses.replace(request, config=CONFIG.replace(step_size=2.0))) \
         == ["_Failed"]
     Image.new("RGB", (8, 8)).save(out / "p.png")  # not made by dream_jax
     assert outcome(request) == ["_Failed"]
-
-
-def dataclasses_replace(obj, **changes):
-    import dataclasses
-    return dataclasses.replace(obj, **changes)
 
 
 def test_sigterm_stops_a_batch_with_the_summary_as_ctrl_c_does(tmp_path, monkeypatch):
@@ -590,7 +589,6 @@ def test_tampered_weights_with_an_edited_manifest_are_refused(weights_dir, tmp_p
 
 
 def test_non_float_parameters_are_refused(weights_dir, tmp_path):
-    import hashlib
     import safetensors.numpy
     arrays = store.load_arrays(weights_dir)
     for dtype in (np.int32, np.float64):
