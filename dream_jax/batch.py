@@ -32,9 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from dream_jax import (api, atomic, devices as devices_, distributed, image_io, inputs,
-                       objectives, render, stream, weights)
-from dream_jax import errors
+from dream_jax import (api, atomic, devices as devices_, distributed, errors, image_io,
+                       inputs, objectives, render, stream, weights)
 from dream_jax.errors import ImageError, UserError
 
 SUMMARY_FILE = "summary.json"
