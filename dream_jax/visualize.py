@@ -40,6 +40,7 @@ from dream_jax.errors import UserError
 
 METADATA_KEY = render.METADATA_KEY
 MIN_SIDE = render.MIN_SIDE
+MAX_SIZE = 10_000  # a side of image_io.DEFAULT_MAX_PIXELS: checked before anything is allocated
 CONTACT_SHEET = "contact_sheet.png"
 
 
@@ -72,8 +73,12 @@ class Settings:
                 raise UserError("objective_extra: guide() and input_distance() compare with an "
                                 "input image; a visualisation starts from noise")
         checks = [(self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
-                  (self.size >= MIN_SIDE, f"size must be >= {MIN_SIDE}, got {self.size}"),
+                  (MIN_SIDE <= self.size <= MAX_SIZE,
+                   f"size must be in {MIN_SIDE}..{MAX_SIZE}, got {self.size}"),
                   (self.copies >= 1, f"copies must be >= 1, got {self.copies}"),
+                  (self.copies * self.size ** 2 <= image_io.DEFAULT_MAX_PIXELS,
+                   f"{self.copies} copies of {self.size}x{self.size} are over "
+                   f"{image_io.DEFAULT_MAX_PIXELS:,} pixels in one call"),
                   (0 <= self.seed <= render.MAX_SEED,
                    f"seed must be in 0..{render.MAX_SEED}, got {self.seed}")]
         for ok, message in checks:

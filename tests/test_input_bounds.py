@@ -179,3 +179,10 @@ def test_zoom_output_dir_that_cannot_be_a_folder_is_one_line(tmp_path, kind):
     folder = tmp_path / "f" if kind == "file" else tmp_path / "f" / "sub"
     assert_one_line_error(run_main("zoom", NO_WEIGHTS, f"--output_dir={folder}"))
 
+
+
+@pytest.mark.parametrize("flag,fragment", [("--size=1000000", "size must be in"),
+                                           ("--copies=100000000", "pixels in one call")])
+def test_visualize_sizes_are_bounded_before_anything_is_allocated(tmp_path, flag, fragment):
+    assert_one_line_error(run_main("visualize", NO_WEIGHTS, flag, f"--output_dir={tmp_path}"),
+                          fragment)
