@@ -190,17 +190,22 @@ def _recorded(request: DreamRequest) -> dict:
 def fingerprint(request: DreamRequest) -> str:
     """A sha256 of what, besides the input, decides an output's pixels: a batch
     rerun keeps an output only when its recorded fingerprint is this one."""
-    fields = {k: v for k, v in _recorded(request).items() if k not in ("input", "max_pixels")}
+    return _fingerprint(_recorded(request))
+
+
+def _fingerprint(recorded: dict) -> str:
+    fields = {k: v for k, v in recorded.items() if k not in ("input", "max_pixels")}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def recorded_fingerprint(png: str | os.PathLike) -> str | None:
-    """The request fingerprint a dream's PNG records (None: it records none)."""
+    """The request fingerprint a dream's PNG records (None: it records none).
+    Records written before the field existed: that of their recorded request."""
     text = image_io.read_png_metadata(png).get(METADATA_KEY)
     if text is None:
         return None
-    spec = records.Obj({}, {"request_sha256": records.Sha256()})
-    return records.loads(text, spec, str(png)).get("request_sha256")
+    record = records.loads(text, _request_spec(), str(png))
+    return record.get("request_sha256") or _fingerprint(record["request"])
 
 
 def metadata(request: DreamRequest, weights_sha256: str, digests: dict[str, str]
@@ -227,12 +232,13 @@ def metadata(request: DreamRequest, weights_sha256: str, digests: dict[str, str]
 def _request_spec() -> records.Obj:
     """The schema of a dream record (see `metadata`)."""
     name, sha = records.Maybe(records.Name()), records.Maybe(records.Sha256())
+    objective = records.Str(64 * 1024)  # direction() over a whole layer is ~10 kB
     request = records.Obj(
-        {"input": name, "objective": records.Str(), "config": records.fields_spec(DreamConfig),
+        {"input": name, "objective": objective, "config": records.fields_spec(DreamConfig),
          "seed": records.Int(0, MAX_SEED)},
         {"guide": name, "mask": name, "max_side": records.Int(0, 2**31 - 1),
          "noise_size": records.Int(1, 2**31 - 1), "max_pixels": records.Int(1, 2**62),
-         "regions": records.List(records.Pair(records.Name(), records.Str()), 64)},
+         "regions": records.List(records.Pair(records.Name(), objective), 64)},
         closed=True)
     return records.Obj(
         {"request": request, "weights_sha256": records.Sha256()},

@@ -162,3 +162,19 @@ def test_sigterm_stops_a_batch_with_the_summary_as_ctrl_c_does(tmp_path, monkeyp
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["interrupted"] is True
     assert signal.getsignal(signal.SIGTERM) is previous
 
+
+
+def test_an_output_recorded_before_fingerprints_is_kept_when_its_request_matches(tmp_path):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    photo = _photo(folder / "p.png")
+    request = render.DreamRequest(config=CONFIG, objective="inception_3a/output")
+    text = render.metadata(dataclasses.replace(request, input=str(photo)), "0" * 64,
+                           {str(photo): "0" * 64})
+    old = json.loads(text[render.METADATA_KEY])
+    del old["request_sha256"]  # as written before the field existed
+    image_io.write_png(out / "p.png", np.zeros((8, 8, 3), np.uint8), None,
+                       {render.METADATA_KEY: json.dumps(old)})
+    assert batch._existing(out / "p.png", request) is True
+    assert batch._existing(out / "p.png", dataclasses.replace(request, seed=3)) is False
