@@ -5,9 +5,11 @@ Inputs are read lazily (`inputs`), decoded a bounded distance ahead on one
 thread and written as PNG on another while the devices dream (`stream`), so
 memory does not grow with the number of images. Every output is written
 atomically, so after a SIGKILL an output either exists complete or not at all;
-a rerun skips the complete ones and removes stale temp files. A bad input is
-reported in OUTPUT_DIR/summary.json and skipped; Ctrl-C stops after the
-current batch, writes what was dreamed and the summary. An output that cannot
+a rerun skips the complete ones made by the same request (each output records
+its request's fingerprint; one made with other flags is an error, never kept
+or overwritten) and removes the temp files of dead writers. A bad input is
+reported in OUTPUT_DIR/summary.json and skipped; Ctrl-C or SIGTERM stops after
+the current batch, writes what was dreamed and the summary. An output that cannot
 be written (disk full, folder gone) stops the run with one error: every later
 write would fail the same way, and what is written stays. Per-image PRNG keys
 depend only on the seed, so an output does not depend on the batch, the device
@@ -17,7 +19,10 @@ reproduces it).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from dream_jax import (api, atomic, devices as devices_, distributed, image_io, inputs,
-                       objectives, render, stream, summary as summary_, weights)
+from dream_jax import (api, atomic, devices as devices_, distributed, errors, image_io,
+                       inputs, objectives, render, stream, summary as summary_, weights)
 from dream_jax.errors import ImageError, UserError
 
 SUMMARY_FILE = summary_.SUMMARY_FILE
@@ -54,6 +59,7 @@ class Row:
     output: Path
     rgb: np.ndarray
     alpha: np.ndarray | None
+    sha256: str  # of the input's bytes that were decoded
 
 
 @dataclasses.dataclass
@@ -67,6 +73,26 @@ class _Failed:
     error: str
 
 
+def _terminate_as_interrupt(fn):
+    """`fn` with SIGTERM taken as Ctrl-C (KeyboardInterrupt), so that `kill` stops a
+    batch as Ctrl-C does: after the current batch, with the summary written."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return fn(*args, **kwargs)  # handlers can only be set from the main thread
+
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return wrapped
+
+
+@_terminate_as_interrupt
 def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
               batch_size: int = 8, weights_dir=None, progress: bool = True, log=print,
               objective_texts: list[str] | None = None, devices=None,
@@ -92,9 +118,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     chosen = (devices if isinstance(devices, list)
               else devices_.choose(devices) if engine == "local" else None)
     out_dir = Path(output_dir)
-    if Path(input_spec).is_dir() and out_dir.resolve() == Path(input_spec).resolve():
-        raise UserError(f"output folder {out_dir} is the input folder: outputs would be "
-                        f"taken as inputs on the next run; choose another --output_dir")
+    inputs.check_output_dir(input_spec, out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -103,7 +127,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
         from dream_jax import ray_engine
         return ray_engine.run(input_spec, out_dir, request, texts, batch_size, weights_dir,
                               devices, ray_options or ray_engine.RayOptions(), log)
-    stale = _StaleTemps(out_dir, share)  # listed before this process writes anything
+    atomic.remove_stale_temps(out_dir)  # only dead writers' temps: other processes' stay
     render.check_folder(out_dir)
     total = inputs.count(input_spec)
     job = (summary_.job_fingerprint(input_spec, texts, request, share.num_processes)
@@ -121,7 +145,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
         with tqdm(total=mine, unit="image", desc="batch", smoothing=0.1,
                   disable=None if progress else True) as bar:  # None: only on a terminal
             _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, chosen,
-                          share, stale, summary, bar, log)
+                          share, summary, bar, log)
     except KeyboardInterrupt:
         summary["interrupted"] = True
     except BaseException:
@@ -140,116 +164,89 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     return summary
 
 
-class _StaleTemps:
-    """Temp files a killed run left (atomic.py names them `.<target>.<random>.tmp`),
-    listed before this process writes anything, so none of them is live here.
-
-    One process removes them all. With several, each removes only the temps of
-    the outputs it owns (and of its own summary part), as the stream names them: a
-    live temp of another process is never taken for a stale one, and a process
-    restarted alone while the others run cleans up after itself. Process 0 also
-    removes, at the end of the stream, the temps no current output owns."""
-
-    def __init__(self, out_dir: Path, share: distributed.Share):
-        self.share, self.others = share, set()
-        self.by_target: dict[str, list[Path]] = {}
-        if share.num_processes == 1:
-            atomic.remove_stale_temps(out_dir)
-            return
-        for path in out_dir.glob(".*.tmp"):
-            self.by_target.setdefault(path.name[1:-len(".tmp")].rsplit(".", 1)[0],
-                                      []).append(path)
-        self.others = {summary_.part_name(i, share.num_processes)
-                       for i in range(share.num_processes) if i != share.process_id}
-        self.remove(summary_.part_name(share.process_id, share.num_processes))
-
-    def remove(self, target: str) -> None:
-        for path in self.by_target.pop(target, []):
-            path.unlink(missing_ok=True)
-
-    def seen(self, target: str, owned: bool) -> None:
-        if owned:
-            self.remove(target)
-        else:
-            self.by_target.pop(target, None)
-
-    def end_of_stream(self) -> None:
-        if self.share.process_id != 0:
-            return
-        old = time.time() - 60  # a write check or a summary lives for milliseconds
-        for target, paths in list(self.by_target.items()):
-            if target in self.others:
-                continue
-            for path in paths:
-                try:  # any process may be writing the merged summary now
-                    if (target not in ("write-check", SUMMARY_FILE)
-                            or path.stat().st_mtime < old):
-                        path.unlink(missing_ok=True)
-                except OSError:
-                    pass
-        self.by_target.clear()
-
-
 def _read(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: list[str],
-          layers: tuple, share: distributed.Share, stale: _StaleTemps, summary: dict):
+          layers: tuple, share: distributed.Share, summary: dict):
     """This process's inputs, decoded and checked (runs on the read-ahead thread)."""
     for entry in inputs.entries(input_spec, texts, out_dir):
-        owned = share.owns(entry.index)
-        for _, output in entry.outputs:
-            stale.seen(output.name, owned)
-        if not owned:
+        if not share.owns(entry.index):
             continue
         if entry.error:
             yield _Failed(entry.input, entry.error)
             continue
-        pending = [(text, output) for text, output in entry.outputs if not output.exists()]
-        if len(pending) < len(entry.outputs):
-            yield _Skipped(len(entry.outputs) - len(pending))
+        pending, done = [], 0
+        for text, output in entry.outputs:
+            state = existing(output, dataclasses.replace(request, objective=text))
+            if state is None:
+                pending.append((text, output))
+            elif state:
+                done += 1
+            else:
+                yield _Failed(entry.input, made_otherwise(output))
+        if done:
+            yield _Skipped(done)
         if not pending:
             continue
         started = time.perf_counter()
         try:
-            rgb, alpha = decode(entry.input, request, layers)
+            rgb, alpha, sha256 = decode(entry.input, request, layers)
         except UserError as e:
             yield _Failed(entry.input, str(e))
             continue
         finally:
             summary["read_seconds"] += time.perf_counter() - started
         for text, output in pending:
-            yield Row(entry.input, text, output, rgb, alpha)
-    stale.end_of_stream()
+            yield Row(entry.input, text, output, rgb, alpha, sha256)
+
+
+def existing(output: Path, request: render.DreamRequest) -> bool | None:
+    """None: `output` is not there (dream it); True: there, made by this request
+    (skip it); False: there, made otherwise (its record's request fingerprint
+    differs, or it has none): an error, never silently kept or overwritten."""
+    if not output.exists():
+        return None
+    try:
+        return render.recorded_fingerprint(output) == render.fingerprint(request)
+    except UserError:
+        return False
+
+
+def made_otherwise(output: Path) -> str:
+    return (f"{output} exists but was made with other flags (or not by dream_jax); "
+            f"remove it or choose another --output_dir")
 
 
 def decode(path: Path, request: render.DreamRequest, layers: tuple):
-    """An input's pixels as the dream takes them (UserError when it cannot)."""
-    rgb, alpha = render.fit_max_side(*image_io.read_image(path, request.max_pixels),
-                                     request.max_side)
+    """An input's pixels as the dream takes them, and the sha256 of the bytes
+    decoded (UserError when it cannot)."""
+    decoded = image_io.decode_file(path, request.max_pixels)
+    rgb, alpha = render.fit_max_side(decoded.rgb, decoded.alpha, request.max_side)
     render.check_size(str(path), *rgb.shape[:2], request.config, layers)
-    return rgb, alpha
+    return rgb, alpha, decoded.sha256
 
 
 def write_output(row: Row, rgb: np.ndarray, request: render.DreamRequest,
-                 weights_sha256: str) -> None:
-    """One dreamed output, atomically, with the request that makes it again."""
+                 weights_sha256: str, digests: dict[str, str]) -> None:
+    """One dreamed output, atomically, with the request that makes it again
+    (`digests`: the sha256 of the guide's bytes, by path)."""
     job_request = dataclasses.replace(request, input=str(row.input), objective=row.objective)
     try:
-        image_io.write_png(row.output, rgb, row.alpha,
-                           render.metadata(job_request, weights_sha256))
+        image_io.write_png(row.output, rgb, row.alpha, render.metadata(
+            job_request, weights_sha256, {str(row.input): row.sha256, **digests}))
     except ImageError as e:
         raise OutputError(f"{e}; stopped (outputs already written are complete: "
                           f"rerun to resume)") from None
 
 
 def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, chosen, share,
-                  stale, summary, bar, log) -> None:
+                  summary, bar, log) -> None:
     all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
     layers = objectives.layers_of(all_terms)
-    read = stream.Prefetch(_read(input_spec, out_dir, request, texts, layers, share, stale,
-                                 summary), size=2 * batch_size)
+    read = stream.Prefetch(_read(input_spec, out_dir, request, texts, layers, share, summary),
+                           size=2 * batch_size)
     engine = None  # the weights are read only once there is something to dream
 
     def fail(path, error: str):
-        error = error.strip().splitlines()[0] if error.strip() else "failed"
+        error = errors.one_line(error) or "failed"
         summary["failed"].append({"input": str(path), "error": error})
         log(f"skipping: {error}", file=sys.stderr)
         bar.update(1)
@@ -268,7 +265,7 @@ def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, 
         row, rgb = item
         started = time.perf_counter()
         try:
-            write_output(row, rgb, request, engine.weights_sha256)
+            write_output(row, rgb, request, engine.weights_sha256, engine.digests)
         finally:
             summary["write_seconds"] += time.perf_counter() - started
         summary["done"] += 1
@@ -307,7 +304,8 @@ class _Engine:
         self.params = jax.device_put(
             weights.load_params(weights_dir),
             devices_.replicated(devices_.mesh(chosen)) if len(chosen) > 1 else chosen[0])
-        guide_rgb = (image_io.read_image(request.guide, request.max_pixels)[0]
+        self.digests: dict[str, str] = {}
+        guide_rgb = (render.read_file(request.guide, request.max_pixels, self.digests)[0]
                      if request.guide else None)
         self.data = api.guide_data(self.params, guide_rgb, all_terms)
 

@@ -13,16 +13,19 @@ SHORT_SIDE = 256
 
 
 def center_crop_input(rgb: np.ndarray) -> np.ndarray:
-    """224x224 goes in untouched; otherwise shorter side -> 256, centre crop 224."""
+    """224x224 goes in untouched; otherwise the centre 224x224 of the image with
+    its shorter side scaled to 256. Only that crop is resampled (Pillow's
+    resize of a source box), so the memory is 224x224 whatever the input's shape."""
     size = googlenet.INPUT_SIZE
     height, width = rgb.shape[:2]
     if (height, width) == (size, size):
         return rgb
     scale = SHORT_SIDE / min(height, width)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR))
     top, left = (new_h - size) // 2, (new_w - size) // 2
-    return resized[top:top + size, left:left + size]
+    sx, sy = new_w / width, new_h / height  # scaled pixels per source pixel
+    box = (left / sx, top / sy, (left + size) / sx, (top + size) / sy)
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR, box=box))
 
 
 @jax.jit

@@ -12,11 +12,11 @@ from typing import Callable, Mapping
 from absl import app, flags, logging
 
 from dream_jax import caffe_ops, compile_cache
-from dream_jax.errors import UserError
+from dream_jax.errors import UserError, one_line
 
 
 def fail(message: str, code: int = 1):
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -59,5 +59,7 @@ def run(main: Callable[[], None]) -> None:
             fail(str(e))
         except KeyboardInterrupt:
             fail("interrupted", code=130)
+        except MemoryError:
+            fail("out of memory (try a smaller image, --max_side or --memory_budget)")
 
     app.run(wrapped, flags_parser=_parse_flags)

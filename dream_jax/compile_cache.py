@@ -14,8 +14,18 @@ deserialises it and goes straight to the compilation cache.
 An entry's key covers everything that shapes the module: the function and its
 static arguments, the tree, shapes and dtypes of the others, the jax, jaxlib
 and flax versions, the backend, and a digest of dream_jax's own source, so an
-edited library never reuses a stale module. Entries carry a sha256 of their
-payload; a damaged one is rebuilt.
+edited library never reuses a stale module. An exported entry is bound to its
+key: it starts with a sha256 over key and payload, written with it in one
+atomic rename, so a damaged entry, or one copied under another key, is a miss
+(rebuilt), never used; an entry that deserialises but does not lower for these
+arguments is a miss too.
+
+jax's own entries (compiled executables) cannot be checked through jax's
+public API, so the folder itself is the guard: it is created private (0700),
+and a folder (or a folder above it) that is not the user's or root's, or that
+others may write (without the sticky bit), turns both caches off with one
+warning, as ssh does with its keys. What can write there can already run code
+as the user.
 
 Both caches are on by default, for scripts and the Python API alike, in
 $DREAM_JAX_CACHE (default ~/.cache/dream_jax); DREAM_JAX_CACHE=off turns them
@@ -27,6 +37,7 @@ import concurrent.futures
 import functools
 import hashlib
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -56,10 +67,44 @@ def default_folder() -> Path | None:
     return Path(value) if value else Path.home() / ".cache" / "dream_jax"
 
 
+def private_folder(folder: Path) -> str | None:
+    """Create `folder` (and jax/, exported/ in it) private to the user; None if it
+    is safe to cache in, else why not (see the module docstring)."""
+    try:
+        for sub in (folder, folder / "jax", folder / "exported"):
+            sub.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for sub in (folder / "jax", folder / "exported", folder):
+            problem = _unsafe(sub, sticky_ok=False)
+            if problem:
+                return problem
+        for above in folder.resolve().parents:
+            problem = _unsafe(above, sticky_ok=True)
+            if problem:
+                return problem
+    except OSError as e:
+        return f"cannot create it ({e.strerror or e})"
+    return None
+
+
+def _unsafe(path: Path, sticky_ok: bool) -> str | None:
+    info = path.stat()
+    if info.st_uid not in (os.geteuid(), 0):
+        return f"{path} belongs to another user (uid {info.st_uid})"
+    if info.st_mode & 0o022 and not (sticky_ok and info.st_mode & stat.S_ISVTX):
+        return f"{path} is writable by others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
 def enable(folder: str | Path | None) -> None:
     """Keep compiled octaves in `folder` (jax's compilation cache in jax/, exported
-    modules in exported/); None turns both off."""
+    modules in exported/); None turns both off. A folder that is not private to
+    the user (see `private_folder`) turns them off too, with one warning."""
     global _folder, _configured
+    if folder is not None:
+        problem = private_folder(Path(folder))
+        if problem:
+            logging.warning("not caching compiled code in %s: %s", folder, problem)
+            folder = None
     _folder = None if folder is None else Path(folder) / "exported"
     _configured = True
     _compiled.clear()
@@ -105,7 +150,15 @@ def _key(fn, static: dict, args) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
-def _read(path: Path) -> export.Exported | None:
+_MAGIC = b"dream_jax exported 2\n"
+
+
+def _seal(key: str, payload: bytes) -> bytes:
+    return hashlib.sha256(key.encode() + b"\0" + payload).digest()
+
+
+def _read(path: Path, key: str) -> export.Exported | None:
+    """The entry at `path` if it is whole and was written for `key`, else None."""
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
@@ -113,9 +166,10 @@ def _read(path: Path) -> export.Exported | None:
     except OSError as e:
         logging.warning("ignoring unreadable exported step %s: %s", path, e)
         return None
-    digest, payload = blob[:32], blob[32:]
-    if hashlib.sha256(payload).digest() != digest:
-        logging.warning("rebuilding damaged exported step %s", path)
+    head, payload = blob[:len(_MAGIC) + 32], blob[len(_MAGIC) + 32:]
+    if head != _MAGIC + _seal(key, payload):
+        logging.warning("rebuilding exported step %s (damaged, or not written for this key)",
+                        path)
         return None
     try:
         return export.deserialize(bytearray(payload))
@@ -124,10 +178,10 @@ def _read(path: Path) -> export.Exported | None:
         return None
 
 
-def _write(path: Path, exported: export.Exported) -> None:
+def _write(path: Path, key: str, exported: export.Exported) -> None:
     payload = bytes(exported.serialize())
     try:
-        atomic.atomic_write(path, hashlib.sha256(payload).digest() + payload)
+        atomic.atomic_write(path, _MAGIC + _seal(key, payload) + payload)
     except OSError as e:  # a read-only or full cache only costs speed
         logging.warning("could not cache the exported step in %s: %s", path.parent, e)
 
@@ -163,8 +217,14 @@ def executable(jitted, static: dict[str, Any], *args) -> Callable:
         if key in _compiled:
             return _compiled[key]
     exported = _load_or_export(jitted, key, static, args) if _folder is not None else None
-    lowered = (jitted.lower(*args, **static) if exported is None
-               else jax.jit(exported.call).lower(*args))
+    lowered = None
+    if exported is not None:
+        try:
+            lowered = jax.jit(exported.call).lower(*args)
+        except Exception as e:  # noqa: BLE001 -- an entry that does not fit is a miss
+            logging.warning("not using the exported %s (%s); tracing it", jitted.__name__, e)
+    if lowered is None:
+        lowered = jitted.lower(*args, **static)
     compiled = lowered.compile()
     with _lock:
         return _compiled.setdefault(key, compiled)
@@ -202,12 +262,12 @@ def _load_or_export(jitted, key, static, args) -> export.Exported | None:
     """The exported module from disk, or exported now and written; None when jax
     cannot export it (then it is compiled uncached)."""
     path = _folder / f"{jitted.__name__}-{key}.jaxexport"
-    exported = _read(path)
+    exported = _read(path, key)
     if exported is None:
         try:
             exported = export.export(jitted)(*args, **static)
         except Exception as e:  # noqa: BLE001 -- e.g. a backend-only custom call
             logging.warning("not caching %s (jax.export failed: %s)", jitted.__name__, e)
             return None
-        _write(path, exported)
+        _write(path, key, exported)
     return exported

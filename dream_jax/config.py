@@ -17,6 +17,7 @@ NORMALIZERS = ("mean_abs", "std", "lapnorm")
 PRECISIONS = ("float32", "bfloat16")
 MAX_OCTAVES = 100  # far beyond any useful pyramid; keeps absurd counts from running for hours
 MAX_STEPS = 100_000
+MAX_INT = 2**31 - 1  # what jax's int32 arguments (jitter, sizes) hold
 
 
 def _field(default, flag: str, help: str, choices: tuple[str, ...] | None = None):
@@ -75,6 +76,11 @@ class DreamConfig:
              f"schedule {self.schedule!r} needs an optax --optimizer (the normalised step has "
              f"a fixed size)"),
         ]
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                checks.append((value <= MAX_INT,
+                               f"{field.name} must be <= {MAX_INT:,}, got {value:,}"))
         for name in ("normalize", "optimizer", "schedule", "precision", "kernels"):
             choices = DreamConfig.__dataclass_fields__[name].metadata["choices"]
             checks.append((getattr(self, name) in choices,

@@ -7,10 +7,13 @@ listed once and sorted (names only: ~100 bytes an image), so the order, and
 with it each process's share of a multi-process job, never depends on timing.
 
 Output names are the input's stem (`photo.jpg` -> `photo.png`). In a folder or
-glob, inputs whose stems collide keep their whole name (`photo.jpg.png`); in a
-list file, a later input whose name is already taken takes its whole name, and
-fails if that is taken too: names are remembered as the stream goes (a set of
-output names, the only thing that grows with the list).
+glob, an input keeps its whole name (`photo.jpg.png`) when its stem is another
+input's stem or another input's whole name (`a.png` beside `a.png.png`), which
+makes names unique within one folder; in a list file, a later input whose name
+is already taken takes its whole name. Names are remembered as the stream goes
+(a set of output names, the only thing that grows with the list); an input
+whose names are both taken (same-named files in two folders) is an error entry,
+listed in the summary, never an overwrite. So is an input that is its own output.
 """
 from __future__ import annotations
 
@@ -71,27 +74,56 @@ def count(spec: str) -> int:
     return found
 
 
+def check_output_dir(spec: str, output_dir: Path) -> None:
+    """Refuse a folder or glob with an input in `output_dir`: outputs would be
+    taken as inputs (or be the inputs) on the next run."""
+    if is_list_file(spec):
+        return
+    folders = {path.parent for path in _listed(spec)} if not Path(spec).is_dir() else {Path(spec)}
+    if any(_same(folder, output_dir) for folder in folders):
+        raise UserError(f"output folder {output_dir} is the input folder: outputs would be "
+                        f"taken as inputs on the next run; choose another --output_dir")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _names(paths: list[Path]) -> list[str]:
+    """Each path's output name (before `.png`): its stem, unless that is another
+    path's stem or whole name; then its whole name."""
+    stems = Counter(path.stem for path in paths)
+    whole = Counter(path.name for path in paths)
+    return [path.stem if stems[path.stem] == 1 and whole[path.stem] == (path.stem == path.name)
+            else path.name for path in paths]
+
+
 def entries(spec: str, objective_texts: list[str], output_dir: Path) -> Iterator[Entry]:
     """Every input of `spec` with its output paths, in a fixed order."""
     suffixes = ([f"__obj{k}" for k in range(len(objective_texts))]
                 if len(objective_texts) > 1 else [""])
+    taken: dict[str, Path] = {}
 
-    def entry(index: int, path: Path, name: str) -> Entry:
-        return Entry(index, path, tuple((text, output_dir / f"{name}{suffix}.png")
-                                        for text, suffix in zip(objective_texts, suffixes)))
+    def entry(index: int, path: Path, choices: tuple[str, ...]) -> Entry:
+        name = next((n for n in choices if n not in taken), None)
+        if name is None:
+            return Entry(index, path, error=f"output name {choices[-1]}.png already taken by "
+                                            f"{taken[choices[-1]]}")
+        taken[name] = path
+        outputs = tuple((text, output_dir / f"{name}{suffix}.png")
+                        for text, suffix in zip(objective_texts, suffixes))
+        if any(_same(path, output) for _, output in outputs):
+            return Entry(index, path, error=f"{path} would be its own output; "
+                                            f"choose another --output_dir")
+        return Entry(index, path, outputs)
 
     if is_list_file(spec):
-        taken: set[str] = set()
         for index, path in enumerate(_lines(Path(spec))):
-            name = next((n for n in (path.stem, path.name) if n not in taken), None)
-            if name is None:
-                yield Entry(index, path, error=f"output name {path.stem}.png (and {path.name}.png)"
-                                               f" already taken by an earlier input of the list")
-                continue
-            taken.add(name)
-            yield entry(index, path, name)
+            yield entry(index, path, (path.stem, path.name))
     else:
         paths = _listed(spec)
-        stems = Counter(path.stem for path in paths)
-        for index, path in enumerate(paths):
-            yield entry(index, path, path.stem if stems[path.stem] == 1 else path.name)
+        for index, (path, name) in enumerate(zip(paths, _names(paths))):
+            yield entry(index, path, (name,))

@@ -86,9 +86,9 @@ class Dreamer:
             if isinstance(decoded[path], str):
                 status[i], errors[i] = "bad_input", decoded[path]
                 continue
-            rgb, alpha = decoded[path]
+            rgb, alpha, sha256 = decoded[path]
             pending.append((i, batch.Row(Path(path), self.texts[int(k)], Path(output),
-                                         rgb, alpha)))
+                                         rgb, alpha, sha256)))
         for group in stream.group_by_shape(pending, lambda item: item[1].rgb.shape[:2],
                                            batch_size=len(pending) or 1,
                                            max_pending=len(pending)):
@@ -103,7 +103,8 @@ class Dreamer:
                 times["dream_seconds"] += time.perf_counter() - started
             started = time.perf_counter()
             for (_, row), rgb in zip(group, dreamed):
-                batch.write_output(row, rgb, self.request, self.engine.weights_sha256)
+                batch.write_output(row, rgb, self.request, self.engine.weights_sha256,
+                                   self.engine.digests)
             times["write_seconds"] += time.perf_counter() - started
         first = np.arange(len(status)) == 0  # a batch's times ride on its first row
         return {"index": np.asarray(rows["index"]), "k": np.asarray(rows["k"]),
@@ -112,8 +113,8 @@ class Dreamer:
                 **{key: np.where(first, value, 0.0) for key, value in times.items()}}
 
 
-def _rows(input_spec: str, out_dir: Path, texts: list[str], summary: dict,
-          failures: list) -> list[dict]:
+def _rows(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: list[str],
+          summary: dict, failures: list) -> list[dict]:
     """The outputs to dream, as names; the existing ones counted as skipped and
     inputs that cannot have outputs as failures, as the local engine does."""
     rows = []
@@ -121,9 +122,13 @@ def _rows(input_spec: str, out_dir: Path, texts: list[str], summary: dict,
         if entry.error:
             failures.append((entry.index, -1, {"input": str(entry.input), "error": entry.error}))
             continue
-        for k, (_, output) in enumerate(entry.outputs):
-            if output.exists():
+        for k, (text, output) in enumerate(entry.outputs):
+            state = batch.existing(output, dataclasses.replace(request, objective=text))
+            if state:
                 summary["skipped"] += 1
+            elif state is False:
+                failures.append((entry.index, k, {"input": str(entry.input),
+                                                  "error": batch.made_otherwise(output)}))
             else:
                 rows.append({"index": entry.index, "input": str(entry.input), "k": k,
                              "path": str(entry.input.resolve()), "output": str(output.resolve())})
@@ -143,7 +148,7 @@ def run(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: lis
                "processes": 1, "engine": "ray", "actors": options.actors,
                **dict.fromkeys(_TIMES, 0.0)}
     failures: list[tuple[int, int, dict]] = []  # (input index, objective, failure)
-    rows = _rows(input_spec, out_dir, texts, summary, failures)
+    rows = _rows(input_spec, out_dir, request, texts, summary, failures)
     started_here = not ray.is_initialized()
     try:
         if rows:

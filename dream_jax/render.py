@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +22,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dream_jax import __version__, api, deepdream, image_io, objectives, weights
+from dream_jax import (__version__, api, deepdream, image_io, objectives, replay_files,
+                       weights)
+from dream_jax import record as records
+from dream_jax.outputs import check_folder, check_output, same_file  # noqa: F401 -- API
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
 
@@ -65,6 +67,9 @@ class DreamRequest:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        if self.input is None:
+            image_io.check_pixels("noise input", self.noise_size, self.noise_size,
+                                  self.max_pixels)
 
     @property
     def parsed_objective(self) -> objectives.Objective:
@@ -74,6 +79,12 @@ class DreamRequest:
     def region_list(self) -> list[tuple[str, str]]:
         """[(mask path, objective text)]: --mask with --objective, then each --region."""
         return ([(self.mask, self.objective)] if self.mask else []) + list(self.regions)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file the request reads: input, guide, masks."""
+        return tuple(p for p in (self.input, self.guide, *(m for m, _ in self.region_list))
+                     if p is not None)
 
     @property
     def region_objectives(self) -> list[objectives.Objective]:
@@ -117,40 +128,6 @@ def check_size(name: str, height: int, width: int, config: DreamConfig,
                         f"smaller --octave_scale")
 
 
-def check_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
-    """An existing folder where a file can really be created (root passes
-    `os.access` even where writes fail, e.g. /sys or a read-only mount: so try)."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise UserError(f"{what} {folder} does not exist")
-    if not folder.is_dir():
-        raise UserError(f"{what} {folder} is a file, not a folder")
-    try:  # named like atomic.py's temp files, so a crash here leaves only a stale temp
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", suffix=".tmp"):
-            pass
-    except OSError as e:
-        raise UserError(f"{what} {folder} is not writable ({e.strerror or e})") from None
-    return folder
-
-
-def check_output(path: str | os.PathLike) -> Path:
-    """A .png path in an existing, writable folder (checked before the work starts)."""
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise UserError(f"{path}: output must be a .png file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory")
-    try:
-        check_folder(path.parent if str(path.parent) else Path("."))
-    except UserError as e:
-        raise UserError(f"{path}: {e}") from None
-    return path
-
-
-def _sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def fit_max_side(rgb: np.ndarray, alpha: np.ndarray | None, max_side: int):
     """Downscale so the longer side is at most max_side (0: unchanged)."""
     height, width = rgb.shape[:2]
@@ -169,104 +146,148 @@ def noise_image(seed: int, size: int) -> np.ndarray:
     return rng.integers(96, 160, (size, size, 3), dtype=np.uint8)
 
 
-def load_input(request: DreamRequest) -> tuple[np.ndarray, np.ndarray | None]:
-    """The input's pixels (or the seeded noise), checked with `check_size`."""
+def load_input(request: DreamRequest, digests: dict[str, str]
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The input's pixels (or the seeded noise), checked with `check_size`; the
+    sha256 of the bytes decoded goes into `digests` under the input's path."""
     layers = request.layers
     if request.input is None:
         size = request.noise_size
         check_size("noise input", size, size, request.config, layers)
         return noise_image(request.seed, size), None
-    rgb, alpha = fit_max_side(*image_io.read_image(request.input, request.max_pixels),
+    rgb, alpha = fit_max_side(*read_file(request.input, request.max_pixels, digests),
                               request.max_side)
     check_size(str(request.input), *rgb.shape[:2], request.config, layers)
     return rgb, alpha
 
 
-def load_masks(request: DreamRequest, height: int, width: int) -> np.ndarray | None:
+def read_file(path: str, max_pixels: int, digests: dict[str, str]):
+    """(rgb, alpha) of an image file, its sha256 noted in `digests` for the record."""
+    decoded = image_io.decode_file(path, max_pixels)
+    digests[path] = decoded.sha256
+    return decoded.rgb, decoded.alpha
+
+
+def load_masks(request: DreamRequest, height: int, width: int, digests: dict[str, str]
+               ) -> np.ndarray | None:
     """(H, W, K) region masks in [0, 1] resized to the image, or None."""
     regions = request.region_list
     if not regions:
         return None
-    return api.region_masks([image_io.read_image(path, request.max_pixels)[0]
+    return api.region_masks([read_file(path, request.max_pixels, digests)[0]
                              for path, _ in regions], height, width)
 
 
-def metadata(request: DreamRequest, weights_sha256: str) -> dict[str, str]:
-    """The PNG text chunks: the request with file names only, and checksums."""
+def _recorded(request: DreamRequest) -> dict:
+    """The request as a record holds it: file names, never paths."""
     def name(path):
         return None if path is None else Path(path).name
+    return {**dataclasses.asdict(request), "input": name(request.input),
+            "guide": name(request.guide), "mask": name(request.mask),
+            "regions": [(name(m), o) for m, o in request.regions]}
+
+
+def fingerprint(request: DreamRequest) -> str:
+    """A sha256 of what, besides the input, decides an output's pixels: a batch
+    rerun keeps an output only when its recorded fingerprint is this one."""
+    return _fingerprint(_recorded(request))
+
+
+def _fingerprint(recorded: dict) -> str:
+    fields = {k: v for k, v in recorded.items() if k not in ("input", "max_pixels")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def recorded_fingerprint(png: str | os.PathLike) -> str | None:
+    """The request fingerprint a dream's PNG records (None: it records none).
+    Records written before the field existed: that of their recorded request."""
+    text = image_io.read_png_metadata(png).get(METADATA_KEY)
+    if text is None:
+        return None
+    record = records.loads(text, _request_spec(), str(png))
+    return record.get("request_sha256") or _fingerprint(record["request"])
+
+
+def metadata(request: DreamRequest, weights_sha256: str, digests: dict[str, str]
+             ) -> dict[str, str]:
+    """The PNG text chunks: the request with file names only, its fingerprint,
+    and the sha256 of the bytes each file was decoded from (`digests`: path -> sha256)."""
+    def sha(path):
+        return None if path is None else digests[path]
     record = {
+        "schema": records.SCHEMA,
         "version": __version__,
-        "request": {**dataclasses.asdict(request), "input": name(request.input),
-                    "guide": name(request.guide), "mask": name(request.mask),
-                    "regions": [(name(m), o) for m, o in request.regions]},
-        "input_sha256": None if request.input is None else _sha256(request.input),
-        "guide_sha256": None if request.guide is None else _sha256(request.guide),
-        "mask_sha256": None if request.mask is None else _sha256(request.mask),
-        "region_sha256": [_sha256(m) for m, _ in request.regions],
+        "request": _recorded(request),
+        "request_sha256": fingerprint(request),
+        "input_sha256": sha(request.input),
+        "guide_sha256": sha(request.guide),
+        "mask_sha256": sha(request.mask),
+        "region_sha256": [sha(m) for m, _ in request.regions],
         "weights_sha256": weights_sha256,
         "backend": jax.default_backend(),
     }
     return {METADATA_KEY: json.dumps(record, sort_keys=True), "Software": f"dream_jax {__version__}"}
 
 
-def _locate(what: str, name: str | None, given: str | None, digest: str | None,
-            png: Path) -> str | None:
-    """The file to replay with: `given`, else `name` beside the PNG or in the
-    working directory; its sha256 must be the recorded one."""
-    if name is None:
-        if given:
-            raise UserError(f"cannot replay: the dream had no {what} file, but one was given")
-        return None
-    candidates = [Path(given)] if given else [png.parent / name, Path(name)]
-    for path in candidates:
-        if path.is_file():
-            if _sha256(path) != digest:
-                raise UserError(f"cannot replay: {what} {path} is not the file the dream was "
-                                f"made from (sha256 differs: changed, or another file)")
-            return str(path)
-    raise UserError(f"cannot replay: {what} {given or name} not found"
-                    + ("" if given else f" beside {png.name} or in the working directory; "
-                       f"pass --{what}=FILE"))
+def _request_spec() -> records.Obj:
+    """The schema of a dream record (see `metadata`)."""
+    name, sha = records.Maybe(records.Name()), records.Maybe(records.Sha256())
+    objective = records.Str(64 * 1024)  # direction() over a whole layer is ~10 kB
+    request = records.Obj(
+        {"input": name, "objective": objective, "config": records.fields_spec(DreamConfig),
+         "seed": records.Int(0, MAX_SEED)},
+        {"guide": name, "mask": name, "max_side": records.Int(0, 2**31 - 1),
+         "noise_size": records.Int(1, 2**31 - 1), "max_pixels": records.Int(1, 2**62),
+         "regions": records.List(records.Pair(records.Name(), objective), 64)},
+        closed=True)
+    return records.Obj(
+        {"request": request, "weights_sha256": records.Sha256()},
+        {"schema": records.Int(1), "version": records.Str(64), "backend": records.Str(64),
+         "build": records.Table(), "request_sha256": records.Sha256(),
+         "input_sha256": sha, "guide_sha256": sha, "mask_sha256": sha,
+         "region_sha256": records.List(records.Sha256(), 64)})
 
 
 def request_from_png(path: str | os.PathLike, input_path: str | None = None,
                      guide_path: str | None = None, mask_path: str | None = None
                      ) -> tuple[DreamRequest, dict]:
-    """The request stored in a dream's PNG, with its files located and checked
-    (see `_locate`), and the stored record."""
+    """The request stored in a dream's PNG, checked against the record schema,
+    with its files located and checked (see `replay_files.locate`), and the record."""
     path = Path(path)
     text = image_io.read_png_metadata(path).get(METADATA_KEY)
     if text is None:
         raise UserError(f"{path}: no dream_jax metadata (not written by dream_jax?)")
-    try:
-        record = json.loads(text)
-        fields = dict(record["request"])
-        fields["config"] = DreamConfig.from_dict(fields["config"])
-        fields["input"] = _locate("input", fields["input"], input_path,
-                                  record.get("input_sha256"), path)
-        fields["guide"] = _locate("guide", fields["guide"], guide_path,
-                                  record.get("guide_sha256"), path)
-        fields["mask"] = _locate("mask", fields.get("mask"), mask_path,
-                                 record.get("mask_sha256"), path)
-        fields["regions"] = tuple(
-            (_locate("region mask", mask, None, digest, path), objective)
-            for (mask, objective), digest in zip(fields.get("regions", ()),
-                                                 record.get("region_sha256", ())))
-        return DreamRequest(**fields), record
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise UserError(f"{path}: unreadable dream_jax metadata ({e})") from None
+    record = records.loads(text, _request_spec(), str(path))
+    fields = dict(record["request"])
+    regions = fields.pop("regions", [])
+    region_digests = record.get("region_sha256", [])
+    if len(region_digests) != len(regions):
+        raise UserError(f"{path}: bad dream_jax metadata: {len(regions)} regions but "
+                        f"{len(region_digests)} region sha256s")
+    fields["config"] = DreamConfig.from_dict(fields["config"])
+    fields["input"] = replay_files.locate("input", fields["input"], input_path,
+                                          record.get("input_sha256"), path)
+    fields["guide"] = replay_files.locate("guide", fields.get("guide"), guide_path,
+                                          record.get("guide_sha256"), path)
+    fields["mask"] = replay_files.locate("mask", fields.get("mask"), mask_path,
+                                         record.get("mask_sha256"), path)
+    fields["regions"] = tuple(
+        (replay_files.locate("region mask", mask, None, digest, path), objective)
+        for (mask, objective), digest in zip(regions, region_digests))
+    return DreamRequest(**fields), record
 
 
 def render(request: DreamRequest, output: str | os.PathLike, params=None,
            weights_dir=None, progress: bool = True, replay_record: dict | None = None) -> dict:
     """Dream `request` into `output` (PNG with metadata). Returns a summary dict."""
     region_objectives = request.region_objectives
-    output = check_output(output)
+    output = check_output(output, request.files)
     start = time.perf_counter()
-    rgb, alpha = load_input(request)
-    masks = load_masks(request, *rgb.shape[:2])
-    guide_rgb = image_io.read_image(request.guide, request.max_pixels)[0] if request.guide else None
+    digests: dict[str, str] = {}
+    rgb, alpha = load_input(request, digests)
+    masks = load_masks(request, *rgb.shape[:2], digests)
+    guide_rgb = (read_file(request.guide, request.max_pixels, digests)[0] if request.guide
+                 else None)
     manifest = weights.read_manifest(weights_dir)
     if replay_record is not None and replay_record.get("weights_sha256") != manifest["sha256"]:
         raise UserError("cannot replay: the dream was made with different weights "
@@ -285,6 +306,6 @@ def render(request: DreamRequest, output: str | os.PathLike, params=None,
             masks=None if masks is None else masks[None])[0]
     finally:
         bar.close()
-    image_io.write_png(output, dreamed, alpha, metadata(request, manifest["sha256"]))
+    image_io.write_png(output, dreamed, alpha, metadata(request, manifest["sha256"], digests))
     return {"output": str(output), "height": rgb.shape[0], "width": rgb.shape[1],
             "seconds": time.perf_counter() - start}

@@ -35,10 +35,12 @@ import optax
 from dream_jax import (__version__, caffe_ops, deepdream, googlenet, gradients, image_io,
                        objectives, optimizers, parameterize, prerelu, preprocess, render,
                        transforms, weights)
+from dream_jax import record as records
 from dream_jax.errors import UserError
 
 METADATA_KEY = render.METADATA_KEY
 MIN_SIDE = render.MIN_SIDE
+MAX_SIZE = 10_000  # a side of image_io.DEFAULT_MAX_PIXELS: checked before anything is allocated
 CONTACT_SHEET = "contact_sheet.png"
 
 
@@ -71,8 +73,12 @@ class Settings:
                 raise UserError("objective_extra: guide() and input_distance() compare with an "
                                 "input image; a visualisation starts from noise")
         checks = [(self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
-                  (self.size >= MIN_SIDE, f"size must be >= {MIN_SIDE}, got {self.size}"),
+                  (MIN_SIDE <= self.size <= MAX_SIZE,
+                   f"size must be in {MIN_SIDE}..{MAX_SIZE}, got {self.size}"),
                   (self.copies >= 1, f"copies must be >= 1, got {self.copies}"),
+                  (self.copies * self.size ** 2 <= image_io.DEFAULT_MAX_PIXELS,
+                   f"{self.copies} copies of {self.size}x{self.size} are over "
+                   f"{image_io.DEFAULT_MAX_PIXELS:,} pixels in one call"),
                   (0 <= self.seed <= render.MAX_SEED,
                    f"seed must be in 0..{render.MAX_SEED}, got {self.seed}")]
         for ok, message in checks:
@@ -188,7 +194,9 @@ def render_channels(params, settings: Settings, channels, kernels: str = "auto")
 def chunk_channels(settings: Settings, batch: int = 0, budget: int = 0) -> int:
     """Channels per compiled call: `batch` pictures if given, else as many as
     fit `budget` bytes (0: gradients.default_budget()); copies stay together."""
-    if batch <= 0:
+    if batch < 0:
+        raise UserError(f"batch must be >= 0 (0: as many as fit memory), got {batch}")
+    if batch == 0:
         h, w = transforms.output_shape(transforms.by_name(settings.transforms),
                                        settings.size, settings.size)
         deepest = settings.objective(0).layers[-1]
@@ -205,7 +213,7 @@ def metadata(settings: Settings, channel: int, copy: int, chunk, kernels: str,
              weights_sha256: str) -> dict[str, str]:
     """PNG text: the settings, this picture's channel/copy, the chunk it ran in
     (replay re-runs it), weights sha256, version. No paths."""
-    record = {"version": __version__, "weights_sha256": weights_sha256,
+    record = {"schema": records.SCHEMA, "version": __version__, "weights_sha256": weights_sha256,
               "backend": jax.default_backend(), "kernels": kernels,
               "visualization": {**dataclasses.asdict(settings), "channel": channel,
                                 "copy": copy, "chunk": list(chunk)}}
@@ -239,11 +247,11 @@ def run(settings: Settings, channels, output_dir, weights_dir=None, params=None,
     """One PNG per picture in `output_dir` and `contact_sheet.png`; returns a summary.
     `progress(done, total)` is called after each chunk."""
     output_dir = render.check_folder(output_dir)
+    per_call = chunk_channels(settings, batch)
     sha = _record_sha(weights_dir)
     params = weights.load_params(weights_dir) if params is None else params
     params = jax.device_put(params)
     kernels = caffe_ops.resolve_kernels(kernels)
-    per_call = chunk_channels(settings, batch)
     written, thumbs, labels = [], [], []
     for chunk in iter_chunks(channels, per_call):
         images = render_channels(params, settings, chunk, kernels)
@@ -265,14 +273,32 @@ def run(settings: Settings, channels, output_dir, weights_dir=None, params=None,
             "chunk": min(per_call, len(channels))}
 
 
+def _record_spec() -> records.Obj:
+    """The schema of a visualisation record (see `metadata`)."""
+    index = records.Int(0, 2**31 - 1)
+    vis = records.fields_spec(Settings, {"channel": index, "copy": index,
+                                         "chunk": records.List(index)})
+    return records.Obj({"weights_sha256": records.Sha256(), "kernels": records.Str(16),
+                        "visualization": vis},
+                       {"schema": records.Int(1), "version": records.Str(64),
+                        "backend": records.Str(64), "build": records.Table()})
+
+
 def read_record(png) -> dict:
-    """The visualisation record stored in a picture written by `run`."""
-    try:
-        record = json.loads(image_io.read_png_metadata(png)[METADATA_KEY])
-        record["visualization"]
-    except (KeyError, json.JSONDecodeError):
+    """The visualisation record stored in a picture written by `run`, checked
+    against its schema."""
+    text = image_io.read_png_metadata(png).get(METADATA_KEY)
+    if text is None or '"visualization"' not in text:
         raise UserError(f"{png}: not a feature visualisation written by dream_jax "
-                        f"(no {METADATA_KEY} visualization metadata)") from None
+                        f"(no {METADATA_KEY} visualization metadata)")
+    record = records.loads(text, _record_spec(), str(png))
+    vis = record["visualization"]
+    if vis["channel"] not in vis["chunk"]:
+        raise UserError(f"{png}: bad dream_jax metadata: channel {vis['channel']} is not in "
+                        f"its chunk")
+    if vis["copy"] >= vis["copies"]:
+        raise UserError(f"{png}: bad dream_jax metadata: copy {vis['copy']} of "
+                        f"{vis['copies']}")
     return record
 
 
@@ -286,17 +312,17 @@ def replay(png, output_dir, weights_dir=None, params=None) -> Path:
                         f"(sha256 {record['weights_sha256']})")
     fields = {f.name for f in dataclasses.fields(Settings)}
     vis = record["visualization"]
-    try:
-        settings = Settings(**{k: v for k, v in vis.items() if k in fields})
-    except TypeError as e:
-        raise UserError(f"{png}: unreadable visualisation settings ({e})") from None
+    settings = Settings(**{k: v for k, v in vis.items() if k in fields})
+    kernels = caffe_ops.resolve_kernels(record["kernels"])
     params = weights.load_params(weights_dir) if params is None else params
     chunk = tuple(vis["chunk"])
-    images = render_channels(jax.device_put(params), settings, chunk, record["kernels"])
+    for channel in chunk:
+        settings.objective(channel)  # every channel in range, before anything runs
+    images = render_channels(jax.device_put(params), settings, chunk, kernels)
     index = chunk.index(vis["channel"]) * settings.copies + vis["copy"]
     path = output_dir / file_name(settings.layer, vis["channel"], vis["copy"], settings.copies)
     image_io.write_png(path, images[index], None,
-                       metadata(settings, vis["channel"], vis["copy"], chunk, record["kernels"],
+                       metadata(settings, vis["channel"], vis["copy"], chunk, kernels,
                                 record["weights_sha256"]))
     return path
 

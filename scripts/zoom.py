@@ -3,6 +3,7 @@
   python scripts/zoom.py --input=sky.jpg --output_dir=zoom/ --frames=30 --zoom=1.05 --gif
 """
 import math
+import re
 from pathlib import Path
 
 from absl import flags
@@ -29,18 +30,29 @@ def main():
     if not (math.isfinite(_ZOOM.value) and _ZOOM.value > 1):
         raise UserError(f"zoom must be a finite number > 1, got {_ZOOM.value}")
     out_dir = Path(_OUTPUT_DIR.value)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    render.check_output(out_dir / "frame.png")
-    first, _ = render.load_input(request)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {out_dir}: {e.strerror or e}") from None
+    for i in {0, _FRAMES.value - 1}:  # the names' shortest and longest
+        render.check_output(out_dir / f"frame_{i:04d}.png")
+    for path in request.files:  # an input among the frames would be overwritten
+        if re.fullmatch(r"frame_\d{4,}\.png", Path(path).name) and \
+                render.same_file(Path(path).parent, out_dir):
+            raise UserError(f"{path}: is in --output_dir among the frames; refusing to "
+                            f"overwrite it (choose another --output_dir)")
+    digests: dict[str, str] = {}
+    first, _ = render.load_input(request, digests)
+    guide = (render.read_file(request.guide, request.max_pixels, digests)[0] if request.guide
+             else None)
     weights_dir = make_request.weights_dir.value
     params, sha = weights.load_params(weights_dir), weights.read_manifest(weights_dir)["sha256"]
-    guide = image_io.read_image(request.guide)[0] if request.guide else None
     frames = []
     for i, frame in enumerate(tqdm(zoom.zoom_frames(
             params, first, objective, request.config, request.seed, _FRAMES.value, _ZOOM.value,
             api.guide_data(params, guide, objective.terms)), total=_FRAMES.value, unit="frame")):
         image_io.write_png(out_dir / f"frame_{i:04d}.png", frame, None,
-                           {**render.metadata(request, sha), "zoom_frame": f"{i} of {_FRAMES.value}, x{_ZOOM.value:g} per frame"})
+                           {**render.metadata(request, sha, digests), "zoom_frame": f"{i} of {_FRAMES.value}, x{_ZOOM.value:g} per frame"})
         frames.append(frame)
     if _GIF.value:
         zoom.write_gif(frames, out_dir / "zoom.gif")

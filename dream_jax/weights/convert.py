@@ -26,13 +26,13 @@ from dream_jax.atomic import atomic_write
 from dream_jax.errors import WeightsError
 from dream_jax.weights import caffe_proto, fetch, store
 
-# content_sha256 (see store.content_sha256) of the published BVLC GoogLeNet main
-# tower; the output of either source form must match unless told otherwise.
-BVLC_GOOGLENET_CONTENT_SHA256 = "0d97f8f33baaacb2610a884fc2a8d6e3ed7be4386343614fdfb2669f2cb12e12"
+# The output of either source form must match the published BVLC GoogLeNet
+# unless told otherwise (store checks it again at every load).
+BVLC_GOOGLENET_CONTENT_SHA256 = store.BVLC_GOOGLENET_CONTENT_SHA256
 LICENCE = ("BVLC GoogLeNet, Caffe model zoo: unrestricted use "
            "(per-layer re-serialisation by the caffejs project: MIT)")
 OTHER_LICENCE = "not the BVLC GoogLeNet: the licence is its publisher's (unverified by dream_jax)"
-BVLC_MODEL = "bvlc_googlenet"
+BVLC_MODEL = store.BVLC_MODEL
 _CLASSIFIER = googlenet.CLASSIFIER_LAYER
 _FEATURES = googlenet.param_shapes()[_CLASSIFIER]["kernel"][0]  # pool5's 1024 channels
 _PICKLE_SUFFIXES = (".pth", ".pt", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")

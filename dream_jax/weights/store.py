@@ -6,11 +6,16 @@ file, with `labels.txt`. The manifest names both files and records the class
 count (`num_classes`; a manifest without it is from before other models were
 accepted, and means 1000).
 
-Loading verifies, in order: the manifest exists, the file's sha256 matches it,
-every parameter is present with the shape the model expects (the classifier's
-width taken from the manifest), and every value is finite. Each failure is a
-one-line `WeightsError`. safetensors is a plain header + raw arrays, so nothing
-in a weights file is ever executed.
+Loading verifies, in order: the manifest exists and is a JSON object, the
+file's sha256 matches it, every parameter is present, float32, with the shape
+the model expects (the classifier's width taken from the manifest), and every
+value is finite; a manifest that names the BVLC GoogLeNet must hold exactly the
+published parameters (their content sha256 is known here, so editing both the
+file and the manifest is caught too). The file is read once and these checks
+run on the bytes read; a file already verified in this process (same device,
+inode, size and mtime) skips the hashing. Each failure is a one-line
+`WeightsError`. safetensors is a plain header + raw arrays, so nothing in a
+weights file is ever executed.
 """
 from __future__ import annotations
 
@@ -26,9 +31,11 @@ import safetensors.numpy
 from dream_jax import googlenet
 from dream_jax.atomic import atomic_write
 from dream_jax.errors import WeightsError
-from dream_jax.weights.fetch import sha256_file
 
-WEIGHTS_FILE = "bvlc_googlenet.safetensors"
+BVLC_MODEL = "bvlc_googlenet"
+WEIGHTS_FILE = f"{BVLC_MODEL}.safetensors"
+# content_sha256 (see below) of the published BVLC GoogLeNet main tower.
+BVLC_GOOGLENET_CONTENT_SHA256 = "0d97f8f33baaacb2610a884fc2a8d6e3ed7be4386343614fdfb2669f2cb12e12"
 MANIFEST_FILE = "manifest.json"
 LABELS_FILE = "synset_words.txt"
 OTHER_LABELS_FILE = "labels.txt"
@@ -76,6 +83,9 @@ def check_arrays(arrays: dict[str, np.ndarray], origin: str,
         if tuple(arrays[key].shape) != shape:
             raise WeightsError(f"{origin}: {key} has shape {tuple(arrays[key].shape)}, "
                                f"expected {shape}")
+        if np.asarray(arrays[key]).dtype.kind != "f":
+            raise WeightsError(f"{origin}: {key} has dtype {np.asarray(arrays[key]).dtype}, "
+                               f"expected floats")
         if not np.all(np.isfinite(arrays[key])):
             raise WeightsError(f"{origin}: {key} contains NaN or Inf values")
 
@@ -114,9 +124,14 @@ def read_manifest(weights_dir: Path | None = None) -> dict:
         raise WeightsError(f"no converted weights in {weights_dir} ({MANIFEST_FILE} missing): "
                            f"run `make weights` or scripts/convert_weights.py")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{path}: unreadable manifest ({e})") from None
+        manifest = json.loads(path.read_bytes()[:1 << 20].decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise WeightsError(f"{path}: unreadable manifest ({type(e).__name__})") from None
+    except OSError as e:
+        raise WeightsError(f"{path}: unreadable manifest ({e.strerror or e})") from None
+    if not isinstance(manifest, dict):
+        raise WeightsError(f"{path}: the manifest is not a JSON object")
+    return manifest
 
 
 def manifest_classes(manifest: dict, origin: str = MANIFEST_FILE) -> int:
@@ -149,15 +164,48 @@ def load_arrays(weights_dir: Path | None = None) -> dict[str, np.ndarray]:
     path = _file_in(weights_dir, manifest.get("file", WEIGHTS_FILE), "weights")
     if not path.is_file():
         raise WeightsError(f"weights file missing: {path}")
-    actual = sha256_file(path)
+    data, identity = _read_with_identity(path)
+    if _verified.get(identity) == manifest.get("sha256"):
+        return _parse(data, path, classes)  # these very bytes were checked before
+    actual = hashlib.sha256(data).hexdigest()
     if actual != manifest.get("sha256"):
         raise WeightsError(f"{path}: sha256 {actual} does not match the manifest "
                            f"({manifest.get('sha256')}): file corrupted or tampered with")
+    arrays = _parse(data, path, classes)
+    if _claims_bvlc(manifest) and content_sha256(arrays) != BVLC_GOOGLENET_CONTENT_SHA256:
+        raise WeightsError(f"{path}: the manifest names the BVLC GoogLeNet but the parameters "
+                           f"are not the published ones: tampered with")
+    _verified[identity] = actual
+    return arrays
+
+
+_verified: dict[tuple, str] = {}  # (dev, inode, size, mtime) -> sha256 checked in this process
+
+
+def _read_with_identity(path: Path) -> tuple[bytes, tuple]:
     try:
-        arrays = safetensors.numpy.load_file(str(path))
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            data = f.read()
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read ({e.strerror or e})") from None
+    return data, (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _claims_bvlc(manifest: dict) -> bool:
+    return manifest.get("model") == BVLC_MODEL or manifest.get("file") in (None, WEIGHTS_FILE) \
+        or manifest.get("content_sha256") == BVLC_GOOGLENET_CONTENT_SHA256
+
+
+def _parse(data: bytes, path: Path, classes: int) -> dict[str, np.ndarray]:
+    try:
+        arrays = safetensors.numpy.load(data)
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
         raise WeightsError(f"{path}: not a valid safetensors file ({e})") from None
     check_arrays(arrays, str(path), classes)
+    wrong = next((k for k, a in arrays.items() if a.dtype != np.float32), None)
+    if wrong:
+        raise WeightsError(f"{path}: {wrong} has dtype {arrays[wrong].dtype}, expected float32")
     return arrays
 
 
