@@ -211,8 +211,8 @@ def existing(output: Path, request: render.DreamRequest) -> bool | None:
 
 
 def made_otherwise(output: Path) -> str:
-    return (f"{output} exists but was made with other flags (or not by dream_jax); "
-            f"remove it or choose another --output_dir")
+    return (f"{output.name} exists in the output folder but was made with other flags (or "
+            f"not by dream_jax); remove it or choose another --output_dir")
 
 
 def decode(path: Path, request: render.DreamRequest, layers: tuple):

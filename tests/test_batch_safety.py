@@ -176,5 +176,5 @@ def test_an_output_recorded_before_fingerprints_is_kept_when_its_request_matches
     del old["request_sha256"]  # as written before the field existed
     image_io.write_png(out / "p.png", np.zeros((8, 8, 3), np.uint8), None,
                        {render.METADATA_KEY: json.dumps(old)})
-    assert batch._existing(out / "p.png", request) is True
-    assert batch._existing(out / "p.png", dataclasses.replace(request, seed=3)) is False
+    assert batch.existing(out / "p.png", request) is True
+    assert batch.existing(out / "p.png", dataclasses.replace(request, seed=3)) is False
