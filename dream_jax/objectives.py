@@ -27,9 +27,9 @@ import numpy as np
 from jax import export
 
 from dream_jax import googlenet, objective_parser
-from dream_jax.objective_terms import (L2, Blur, ChannelProduct, Channel, ClassLogit, Custom,  # noqa: F401
-                                       Direction, Diversity, Guide, ImageL1, ImageL2, ImageTerm,
-                                       InputDistance, Mean, Neuron, TotalVariation)
+from dream_jax.objective_terms import (  # noqa: F401  (the terms, for `objectives.Channel`)
+    L2, Blur, Channel, ChannelProduct, ClassLogit, Custom, Direction, Diversity, Guide, ImageL1,
+    ImageL2, ImageTerm, InputDistance, Mean, Neuron, TotalVariation)
 from dream_jax.term_registry import (CLASSIFIER, INPUT, MAX_TERMS, REFERENCE,  # noqa: F401
                                      REGISTRY, ObjectiveError, Term, check_float32,
                                      show_number)

@@ -25,7 +25,6 @@ import dataclasses
 import difflib
 from typing import Any, Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -78,7 +77,8 @@ def number(text: str, what: str) -> float:
 def check_float32(value: float, what: str) -> float:
     """A weight must survive the float32 it is computed in: not overflow, not vanish."""
     if not abs(value) <= FLOAT32_MAX:
-        raise ObjectiveError(f"{what} {value:g} is outside float32's range (|w| <= {FLOAT32_MAX:g})")
+        raise ObjectiveError(f"{what} {value:g} is outside float32's range "
+                             f"(|w| <= {FLOAT32_MAX:g})")
     if value and abs(value) < FLOAT32_TINY:
         raise ObjectiveError(f"{what} {value:g} underflows float32 (|w| >= {FLOAT32_TINY:g}, or 0)")
     return value
@@ -233,7 +233,8 @@ class Term:
         while args and args[-1].default is not dataclasses.MISSING \
                 and getattr(self, args[-1].name) == args[-1].default:
             args = args[:-1]
-        return f"{self.name}({','.join(f.metadata['arg'].show(getattr(self, f.name)) for f in args)})"
+        shown = (f.metadata["arg"].show(getattr(self, f.name)) for f in args)
+        return f"{self.name}({','.join(shown)})"
 
 
 def term(name: str, help: str, python: str = ""):

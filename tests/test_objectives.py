@@ -252,7 +252,8 @@ def test_bound_terms_evaluate_as_the_terms_themselves():
             obj.INPUT: jnp.asarray(rng.normal(size=(20, 28, 3)), jnp.float32)}
     texts = ["channel(inception_3a/output,7) - 0.3*tv()", "neuron(inception_3a/output,9,0.3,1)",
              "neuron(inception_3a/output,2,0,0.61) + 2*class(17)", "class(999) - image_l2()",
-             "channel_product(inception_3a/output,4,200)", "direction(inception_3a/output,0:1,255:-2)"]
+             "channel_product(inception_3a/output,4,200)",
+             "direction(inception_3a/output,0:1,255:-2)"]
     objectives = [obj.parse(t) for t in texts]
     slots = obj.slots_of(objectives)
     bound = obj.bind(objectives, slots)
