@@ -9,9 +9,11 @@
 
 One octave of a batch is one compiled call (`dream_octave`: a loop over steps
 of a vmapped `make_step`), so the hot path has no Python loop and no host
-round-trip. Each image carries its own PRNG key and objective weights: N images
-x M objectives dream in one call, and a batch gives the pixels of the same
-images dreamed one by one. Images are in model space (`preprocess`).
+round-trip. Each image carries its own PRNG key and its objective's weights and
+indices (data: only the objectives' structure compiles, see objectives): N
+images x M objectives dream in one call, a new channel or class reuses the
+compiled octaves, and a batch gives the pixels of the same images dreamed one
+by one. Images are in model space (`preprocess`).
 """
 from __future__ import annotations
 
@@ -120,8 +122,10 @@ def needs_reference(terms) -> bool:
 @functools.partial(jax.jit, static_argnames=("terms", "gradient", "config"))
 def dream_octave(params, images, weights, data, keys, steps, references=None, masks=None, *,
                  terms, gradient, config: StepConfig):
-    """`steps` steps on images (B, H, W, 3) with weights (B, T) and keys (B, 2).
-    `steps` is data: any step count shares one compilation. `references`
+    """`steps` steps on images (B, H, W, 3) with keys (B, 2) and `weights`: the
+    objectives' Bindings over the slots `terms` (see objectives.bind), or (B, T)
+    weights of terms whose indices are static. `steps` and the bindings are data:
+    any step count, channel, class or weight shares one compilation. `references`
     (B, H, W, 3): the images `input_distance` measures from. With region `masks`
     (B, K, H, W, 1), weights are (B, K, T): objective k dreams where mask k is white."""
     params = jax.tree.map(lambda p: p.astype(config.precision), params)
@@ -204,17 +208,17 @@ def gradient_for(shape: tuple[int, int], batch: int, terms, config: DreamConfig)
     return gradient
 
 
-def _region_weights(objective_list, masks):
-    """The terms and the weights: (B, T), or (B, K, T) with K region masks, where
-    each entry of objective_list is a tuple of K objectives."""
+def _structure(objective_list, masks):
+    """The slots (what compiles) and their Bindings, (B, T), or (B, K, T) with K
+    region masks, where each entry of objective_list is a tuple of K objectives."""
     if masks is None:
-        terms = objectives.union_terms(objective_list)
-        return terms, objectives.weight_matrix(objective_list, terms)
+        slots = objectives.slots_of(objective_list)
+        return slots, objectives.bind(objective_list, slots)
     regions = [tuple(entry) for entry in objective_list]
     if any(len(r) != masks.shape[-1] for r in regions):
         raise UserError(f"{masks.shape[-1]} region mask(s) need as many objectives per image")
-    terms = objectives.union_terms([o for r in regions for o in r])
-    return terms, np.stack([objectives.weight_matrix(r, terms) for r in regions])
+    slots = objectives.slots_of([o for r in regions for o in r])
+    return slots, objectives.stack([objectives.bind(r, slots) for r in regions])
 
 
 def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(),
@@ -228,13 +232,16 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     chex.assert_rank(images, 4)
     chex.assert_axis_dimension(images, 3, 3)
     batch, height, width = images.shape[:3]
-    terms, weights = _region_weights(objective_list, masks)
-    weights = jnp.asarray(weights)
-    layers = objectives.layers_of(terms)
+    slots, weights = _structure(objective_list, masks)
+    weights = jax.tree.map(jnp.asarray, weights)
+    used = list(dict.fromkeys(objective_list if masks is None else
+                              [o for entry in objective_list for o in entry]))
+    terms = objectives.union_terms(used)  # with their indices: for checks and messages
+    layers = objectives.layers_of(slots)
     keys = jnp.stack([jax.random.PRNGKey(0)] * batch) if keys is None else keys
     chex.assert_shape(keys, (batch, 2))
-    chex.assert_shape(weights, (batch, *([] if masks is None else [masks.shape[-1]]),
-                                len(terms)))
+    chex.assert_shape(weights.weights, (batch, *([] if masks is None else [masks.shape[-1]]),
+                                        len(slots)))
     if masks is not None:
         chex.assert_shape(masks, (batch, height, width, None))
     data = data or {}
@@ -244,8 +251,8 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     if coupled:
         raise UserError(f"{', '.join(coupled)} compares the images of a batch, which a dream "
                         f"takes one by one; use it in scripts/visualize.py")
-    objectives.check_classes(objectives.Objective(terms, (1.0,) * len(terms)),
-                             googlenet.num_classes(params))
+    for objective in used:
+        objectives.check_classes(objective, googlenet.num_classes(params))
     params = jax.device_put(params)  # once per dream, not per octave call (a placed tree stays)
     if not fits_network(height, width, layers):
         raise UserError(f"image {width}x{height} is too small for {layers[-1]}")
@@ -257,12 +264,12 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     place = (lambda x: jax.device_put(x, sharding)) if sharding else (lambda x: x)
     weights, keys = place(weights), place(keys)
     per_device = batch // len(sharding.device_set) if sharding else batch  # memory is per device
-    with_reference = needs_reference(terms)
+    with_reference = needs_reference(slots)
 
     def shaped(*shape):
         return jax.ShapeDtypeStruct((batch, *shape), jnp.float32, sharding=sharding)
     compiling = iter(compile_cache.compile_ahead(dream_octave, [
-        (dict(terms=terms, config=StepConfig.of(config),
+        (dict(terms=slots, config=StepConfig.of(config),
               gradient=gradient_for(shape, per_device, terms, config)),
          (params, shaped(*shape, 3), weights, data, keys, steps,
           shaped(*shape, 3) if with_reference else None,

@@ -31,10 +31,8 @@ def define_dream_flags():
     objective = flags.DEFINE_string(
         "objective", objectives.DEFAULT,
         "What to maximise, e.g. 'inception_4c/output + 0.5*channel(inception_4d/3x3_reduce,139)'. "
-        "Terms: LAYER, l2(LAYER), mean(LAYER), channel(LAYER,C), neuron(LAYER,C[,Y,X]), "
-        "class(K), guide(LAYER), channel_product(LAYER,A,B), direction(LAYER,C:W,...); "
-        "penalties on the image: tv(), blur(), image_l1(), image_l2(), input_distance() "
-        "(feature accentuation: "
+        f"Terms: LAYER, {', '.join(signature for signature, _ in objectives.grammar())} "
+        "(README: Objectives; feature accentuation: "
         "'channel(inception_4c/output,3) - 0.5*input_distance()').")
     config = _config_flags()
     seed = flags.DEFINE_integer("seed", 0, "Random seed (jitter, default noise).")

@@ -134,9 +134,10 @@ def to_model_space(rgb01):
 @functools.partial(jax.jit, static_argnames=("terms", "settings", "kernels"))
 def optimize(params, channels, weights, keys, *, terms, settings: Settings, kernels: str):
     """Pictures (B, H, W, 3) in [0, 1], item b maximising channel channels[b] of
-    settings.layer plus weights[b] (T,) over the extra `terms`, started and
-    transformed from keys[b]. Channels are data: one compilation for any of them.
-    All steps run in one fori_loop."""
+    settings.layer plus the extra `terms` (slots) with their Bindings `weights`
+    (leading axis B), started and transformed from keys[b]. Channels and the
+    bindings are data: one compilation for any of them. All steps run in one
+    fori_loop."""
     param = parameterize.get(settings.param)
     transform = transforms.by_name(settings.transforms)
     optimizer = optimizers.make(settings.optimizer, settings.learning_rate, settings.schedule,
@@ -177,17 +178,19 @@ def item_key(seed: int, channel: int, copy: int) -> jax.Array:
 
 
 def render_channels(params, settings: Settings, channels, kernels: str = "auto") -> np.ndarray:
-    """uint8 pictures (len(channels) * copies, size, size, 3), channel-major, in one call."""
+    """uint8 pictures (len(channels) * copies, size, size, 3), channel-major, in one call.
+    The program is the settings' (less the seed) and the extra terms' structure:
+    other channels, seeds and indices inside `objective_extra` reuse it."""
     items = [(c, k) for c in channels for k in range(settings.copies)]
     extra = ([objectives.parse(settings.objective_extra)] if settings.objective_extra.strip()
              else [])
-    terms = objectives.union_terms(extra)
-    weights = np.tile(objectives.weight_matrix(extra, terms)[:1], (len(items), 1)) \
-        if extra else np.zeros((len(items), 0), np.float32)
+    slots = objectives.slots_of(extra)
+    bindings = objectives.bind((extra or [objectives.Objective()]) * len(items), slots)
     keys = jnp.stack([item_key(settings.seed, c, k) for c, k in items])
+    program = dataclasses.replace(settings, objective_extra="", seed=0, copies=1)
     images = optimize(params, jnp.asarray([c for c, _ in items], jnp.int32),
-                      jnp.asarray(weights), keys, terms=terms, settings=settings,
-                      kernels=caffe_ops.resolve_kernels(kernels))
+                      jax.tree.map(jnp.asarray, bindings), keys, terms=slots,
+                      settings=program, kernels=caffe_ops.resolve_kernels(kernels))
     return preprocess.to_uint8(np.asarray(images) * 255.0)
 
 
