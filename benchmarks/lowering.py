@@ -14,6 +14,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import export
 
 from dream_jax import classify, deepdream, googlenet, gradients, objectives, visualize
@@ -34,26 +35,34 @@ def _f32(*shape):
     return jax.ShapeDtypeStruct(shape, jnp.float32)
 
 
+def _abstract(tree):
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), tree)
+
+
 def _octave(kernels: str, gradient) -> Callable[[tuple[str, ...]], export.Exported]:
-    """The dream octave for a batch of two images, as `deepdream` compiles it."""
-    objective = objectives.parse(_LAYER)
-    terms = objectives.union_terms([objective])
-    weights = objectives.weight_matrix([objective, objective], terms)
+    """The dream octave for a batch of two images, as `deepdream` compiles it: the
+    objectives' structure static, their indices and weights bound as data."""
+    batch = [objectives.parse(f"{_LAYER} + 0.5*channel({_LAYER},{c})") for c in (3, 7)]
+    slots = objectives.slots_of(batch)
+    bindings = _abstract(objectives.bind(batch, slots))
     config = deepdream.StepConfig.of(DreamConfig(kernels=kernels))
-    args = (googlenet.abstract_params(), _f32(2, _SIZE, _SIZE, 3),
-            jax.ShapeDtypeStruct(weights.shape, jnp.float32), {},
+    args = (googlenet.abstract_params(), _f32(2, _SIZE, _SIZE, 3), bindings, {},
             jax.ShapeDtypeStruct((2, 2), jnp.uint32), jax.ShapeDtypeStruct((), jnp.int32))
-    static = dict(terms=terms, gradient=gradient, config=config)
+    static = dict(terms=slots, gradient=gradient, config=config)
     return lambda platforms: export.export(deepdream.dream_octave, platforms=platforms)(
         *args, **static)
 
 
 def _visualization(kernels: str) -> Callable[[tuple[str, ...]], export.Exported]:
+    """One visualisation run of two channels with an image penalty, as
+    `visualize.render_channels` compiles it."""
     settings = visualize.Settings(layer="inception_3b/output", size=64, steps=4)
-    args = (googlenet.abstract_params(), jax.ShapeDtypeStruct((2,), jnp.int32), _f32(2, 0),
-            jax.ShapeDtypeStruct((2, 2), jnp.uint32))
+    extra = [objectives.parse("-0.05*tv()")] * 2
+    slots = objectives.slots_of(extra)
+    args = (googlenet.abstract_params(), jax.ShapeDtypeStruct((2,), jnp.int32),
+            _abstract(objectives.bind(extra, slots)), jax.ShapeDtypeStruct((2, 2), jnp.uint32))
     return lambda platforms: export.export(visualize.optimize, platforms=platforms)(
-        *args, terms=(), settings=settings, kernels=kernels)
+        *args, terms=slots, settings=settings, kernels=kernels)
 
 
 def _classification(platforms: tuple[str, ...]) -> export.Exported:
