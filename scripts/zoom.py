@@ -8,7 +8,7 @@ from pathlib import Path
 from absl import flags
 from tqdm import tqdm
 
-from dream_jax import api, cli, image_io, render, weights, zoom
+from dream_jax import api, cli, image_io, objectives, render, weights, zoom
 from dream_jax.errors import UserError
 from dream_jax import flags as dream_flags
 
@@ -33,6 +33,7 @@ def main():
     render.check_output(out_dir / "frame.png")
     first, _ = render.load_input(request)
     weights_dir = make_request.weights_dir.value
+    objectives.check_classes(objective, weights.num_classes(weights_dir))  # before the bar
     params, sha = weights.load_params(weights_dir), weights.read_manifest(weights_dir)["sha256"]
     guide = image_io.read_image(request.guide)[0] if request.guide else None
     frames = []
