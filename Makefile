@@ -3,6 +3,7 @@
 # make test-quick: the suite without the tests marked slow, for the inner loop.
 # make gpu-check GPU_CHECK_OUT=DIR: the prepared GPU check (README: GPU check).
 # make gallery: the README gallery (docs/gallery/make.sh).
+# make strip-notebooks: outputs and execution counts out of notebooks/*.ipynb.
 # make dream PYTHON=/path/to/python3.12 VENV=.venv-py312: another interpreter, its own venv.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,7 +14,7 @@ OFFICIAL_LABELS := https://chaosmail.github.io/caffejs/data/ilsvrc12/synset_word
 # The shared per-layer files when present (this workplace, CI), else the official download.
 WEIGHTS_ARGS := $(if $(wildcard $(SHARED_WEIGHTS)/weights),--source=$(SHARED_WEIGHTS),--source=$(OFFICIAL_CAFFEMODEL) --labels=$(OFFICIAL_LABELS))
 
-.PHONY: env weights dream test test-quick bench gpu-check gallery clean
+.PHONY: env weights dream test test-quick bench gpu-check gallery strip-notebooks clean
 
 env: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -50,6 +51,10 @@ gpu-check:
 # The README gallery (docs/gallery/*.jpg), from the project's own inputs.
 gallery: env weights
 	PY=$(PY) bash docs/gallery/make.sh
+
+# Notebooks are committed without outputs (tests/test_notebooks.py checks it).
+strip-notebooks: env
+	$(PY) scripts/strip_notebooks.py
 
 clean:
 	rm -rf $(VENV) weights/*.safetensors weights/manifest.json weights/synset_words.txt weights/labels.txt weights/downloads outputs

@@ -3,9 +3,12 @@
   python scripts/visualize.py --layer=inception_4c/output --channels=0:16 --output_dir=vis/
   python scripts/visualize.py --replay=vis/inception_4c-output_c3.png --output_dir=again/
 """
+from pathlib import Path
+
 from absl import flags
 
 from dream_jax import cli, optimizers, parameterize, transforms, visualize
+from dream_jax.errors import UserError
 
 _D = visualize.Settings()
 _LAYER = flags.DEFINE_string("layer", _D.layer, "Layer whose channels to visualise.")
@@ -26,13 +29,23 @@ _COPIES = flags.DEFINE_integer("copies", 1, "Pictures per channel (differ with d
 _PRE_RELU = flags.DEFINE_bool("pre_relu", _D.pre_relu, "Maximise channels before their ReLU.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _BATCH = flags.DEFINE_integer("batch", 0, "Pictures per compiled call; 0: as many as fit memory.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "vis", "Existing folder for the PNGs.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "vis", "Folder for the PNGs (created if missing).")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Converted weights folder (default: weights/).")
 _REPLAY = flags.DEFINE_string("replay", None, "Re-run the picture stored in this PNG.")
 
 
+def _make_output_dir() -> None:
+    """Create --output_dir (and its parents) if missing, as dream and batch do."""
+    try:
+        Path(_OUTPUT_DIR.value).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {_OUTPUT_DIR.value}: "
+                        f"{e.strerror or e}") from None
+
+
 def main():
     if _REPLAY.value:
+        _make_output_dir()
         print(f"wrote {visualize.replay(_REPLAY.value, _OUTPUT_DIR.value, _WEIGHTS.value)}")
         return
     settings = visualize.Settings(
@@ -41,6 +54,7 @@ def main():
         transforms=_TRANSFORMS.value, objective_extra=_EXTRA.value, seed=_SEED.value,
         copies=_COPIES.value, pre_relu=_PRE_RELU.value)
     channels = visualize.parse_channels(_CHANNELS.value, settings.layer)
+    _make_output_dir()
     summary = visualize.run(settings, channels, _OUTPUT_DIR.value, _WEIGHTS.value,
                             batch=_BATCH.value,
                             progress=lambda done, total: print(f"{done}/{total} channels"))

@@ -9,7 +9,7 @@ from pathlib import Path
 from absl import flags
 from tqdm import tqdm
 
-from dream_jax import api, cli, image_io, render, weights, zoom
+from dream_jax import api, cli, image_io, objectives, render, weights, zoom
 from dream_jax.errors import UserError
 from dream_jax import flags as dream_flags
 
@@ -46,6 +46,7 @@ def main():
     guide = (render.read_file(request.guide, request.max_pixels, digests)[0] if request.guide
              else None)
     weights_dir = make_request.weights_dir.value
+    objectives.check_classes(objective, weights.num_classes(weights_dir))  # before the bar
     params, sha = weights.load_params(weights_dir), weights.read_manifest(weights_dir)["sha256"]
     frames = []
     for i, frame in enumerate(tqdm(zoom.zoom_frames(

@@ -126,6 +126,13 @@ def test_zoom_writes_frames_and_gif(weights_dir, tmp_path):
         assert gif.n_frames == 2
 
 
+def test_zoom_refuses_a_class_out_of_range_before_its_progress_bar(weights_dir, tmp_path):
+    proc = run_main("zoom", f"--weights={weights_dir}", f"--output_dir={tmp_path}",
+                    "--frames=2", "--noise_size=224", "--octaves=1", "--objective=class(1000)")
+    assert_one_line_error(proc, "class 1000 out of range", "1000 classes")
+    assert not list(tmp_path.glob("frame_*.png"))
+
+
 def test_layers_script_lists_every_tap():
     proc = run_main("layers", "--height=300", "--width=517")
     assert proc.returncode == 0, proc.stderr

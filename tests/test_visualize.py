@@ -31,7 +31,7 @@ def test_channel_syntax():
     (["--channels=5:2"], ["channels '5:2' is empty"]),
     (["--layer=inception_4c/outptu"], ["unknown layer", "did you mean 'inception_4c/output'"]),
     (["--channels=0,600"], ["channel 600 out of range"]),
-    (["--output_dir={tmp}/missing"], ["does not exist"]),
+    (["--output_dir={tmp}/plain.png/sub"], ["cannot create output folder"]),
     (["--size=20", "--transforms=none", "--layer=inception_5b/output"], ["too small for"]),
     (["--optimizer=adamx"], ["unknown optimizer 'adamx'; valid: adam"]),
     (["--schedule=linear"], ["unknown schedule"]),
@@ -102,6 +102,18 @@ def test_replay_gives_the_same_pixels_and_metadata_has_no_paths(weights_dir, tmp
     # and the pictures are not all alike: each channel got its own
     pictures = [image_io.read_image(out / f"conv2-3x3_c{c}.png")[0] for c in (4, 5, 6)]
     assert not np.array_equal(pictures[0], pictures[1])
+
+
+def test_missing_output_folders_are_created(weights_dir, tmp_path):
+    out, again = tmp_path / "new" / "vis", tmp_path / "replayed"
+    proc = run_main("visualize", "--layer=conv2/3x3", "--size=32", "--steps=1",
+                    "--channels=2", f"--weights={weights_dir}", f"--output_dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["contact_sheet.png", "conv2-3x3_c2.png"]
+    proc = run_main("visualize", f"--replay={out / 'conv2-3x3_c2.png'}",
+                    f"--weights={weights_dir}", f"--output_dir={again}")
+    assert proc.returncode == 0, proc.stderr
+    assert (again / "conv2-3x3_c2.png").is_file()
 
 
 def _photo_means(params, shared_data):
