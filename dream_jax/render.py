@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from dream_jax import (__version__, api, deepdream, image_io, objectives, replay_files,
                        weights)
-from dream_jax import record as records
+from dream_jax import build, record as records
 from dream_jax.outputs import check_folder, check_output, same_file  # noqa: F401 -- API
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
@@ -225,6 +225,7 @@ def metadata(request: DreamRequest, weights_sha256: str, digests: dict[str, str]
         "region_sha256": [sha(m) for m, _ in request.regions],
         "weights_sha256": weights_sha256,
         "backend": jax.default_backend(),
+        "build": build.current(),
     }
     return {METADATA_KEY: json.dumps(record, sort_keys=True), "Software": f"dream_jax {__version__}"}
 
@@ -289,9 +290,11 @@ def render(request: DreamRequest, output: str | os.PathLike, params=None,
     guide_rgb = (read_file(request.guide, request.max_pixels, digests)[0] if request.guide
                  else None)
     manifest = weights.read_manifest(weights_dir)
-    if replay_record is not None and replay_record.get("weights_sha256") != manifest["sha256"]:
-        raise UserError("cannot replay: the dream was made with different weights "
-                        f"(sha256 {replay_record.get('weights_sha256')})")
+    if replay_record is not None:
+        if replay_record.get("weights_sha256") != manifest["sha256"]:
+            raise UserError("cannot replay: the dream was made with different weights "
+                            f"(sha256 {replay_record.get('weights_sha256')})")
+        build.warn_if_other(replay_record, "the dream")
     params = weights.load_params(weights_dir) if params is None else params
     data = api.guide_data(params, guide_rgb, objectives.union_terms(region_objectives))
     bar = tqdm(total=request.config.octave_n * request.config.iter_n, unit="step",

@@ -35,7 +35,7 @@ import optax
 from dream_jax import (__version__, caffe_ops, deepdream, googlenet, gradients, image_io,
                        objectives, optimizers, parameterize, prerelu, preprocess, render,
                        transforms, weights)
-from dream_jax import record as records
+from dream_jax import build, record as records
 from dream_jax.errors import UserError
 
 METADATA_KEY = render.METADATA_KEY
@@ -217,7 +217,7 @@ def metadata(settings: Settings, channel: int, copy: int, chunk, kernels: str,
     """PNG text: the settings, this picture's channel/copy, the chunk it ran in
     (replay re-runs it), weights sha256, version. No paths."""
     record = {"schema": records.SCHEMA, "version": __version__, "weights_sha256": weights_sha256,
-              "backend": jax.default_backend(), "kernels": kernels,
+              "backend": jax.default_backend(), "build": build.current(), "kernels": kernels,
               "visualization": {**dataclasses.asdict(settings), "channel": channel,
                                 "copy": copy, "chunk": list(chunk)}}
     return {METADATA_KEY: json.dumps(record, sort_keys=True),
@@ -313,6 +313,7 @@ def replay(png, output_dir, weights_dir=None, params=None) -> Path:
     if record["weights_sha256"] != _record_sha(weights_dir):
         raise UserError("cannot replay: the picture was made with different weights "
                         f"(sha256 {record['weights_sha256']})")
+    build.warn_if_other(record, "the picture")
     fields = {f.name for f in dataclasses.fields(Settings)}
     vis = record["visualization"]
     settings = Settings(**{k: v for k, v in vis.items() if k in fields})

@@ -1,12 +1,13 @@
 """Outputs carry file names and checksums, never paths; replay finds and checks the files."""
 import json
+import logging
 import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import image_io, render
+from dream_jax import build, image_io, render
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
 from tests.conftest import save_noise
@@ -89,3 +90,24 @@ def test_noise_dreams_replay_without_files(params, weights_dir, tmp_path):
         == (tmp_path / "noise.png").read_bytes()
     with pytest.raises(UserError, match="had no input"):
         render.request_from_png(tmp_path / "noise.png", input_path=str(tmp_path / "noise.png"))
+
+
+def test_the_record_names_the_jax_build_and_replay_on_another_says_so(
+        params, weights_dir, dreamed, tmp_path, caplog):
+    record = json.loads(image_io.read_png_metadata(dreamed)[render.METADATA_KEY])
+    assert record["build"] == build.current()
+    assert set(record["build"]) == {"jax", "jaxlib", "backend", "device"}
+    with caplog.at_level(logging.WARNING):
+        _replay(params, weights_dir, dreamed, tmp_path / "same.png")
+    assert "pixels may differ" not in caplog.text  # the same build: nothing to say
+
+    other = dict(record, build={**record["build"], "jax": "0.0.1", "jaxlib": "0.0.1"})
+    crafted = dreamed.parent / "other_build.png"
+    pixels = np.asarray(Image.open(dreamed))
+    image_io.write_png(crafted, pixels, None, {render.METADATA_KEY: json.dumps(other)})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = _replay(params, weights_dir, crafted, tmp_path / "again.png")
+    [line] = [r.getMessage() for r in caplog.records if "pixels may differ" in r.getMessage()]
+    assert "jax 0.0.1 (jaxlib 0.0.1)" in line and f"this is jax {build.current()['jax']}" in line
+    assert again == dreamed.read_bytes()  # replay goes on (here: the same build really)
