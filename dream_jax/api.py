@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from dream_jax import compile_cache, deepdream, googlenet, objectives, preprocess
+from dream_jax import deepdream, googlenet, objectives, preprocess
 from dream_jax import devices as devices_
 from dream_jax.config import DreamConfig
 from dream_jax.errors import UserError
@@ -38,7 +38,6 @@ def dream_pixels(params, images: np.ndarray, objective_list, config: DreamConfig
     """`deepdream` on uint8 RGB (B, H, W, 3), returning uint8 RGB. `devices`
     (a list, see devices.choose) shards the batch over a mesh of them; the
     pixels are those of one device. `masks`: see deepdream.deepdream."""
-    compile_cache.enable_default()
     mean = preprocess.DREAM_MEAN_BGR
     model = preprocess.to_model(images, mean)
     count = len(model)

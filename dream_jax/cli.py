@@ -52,7 +52,7 @@ def run(main: Callable[[], None]) -> None:
         apply_environment(os.environ)
         if not flags.FLAGS["verbosity"].present:  # keep JAX's backend chatter off stderr
             logging.set_verbosity(logging.WARNING)
-        compile_cache.enable_default()
+        compile_cache.enable(compile_cache.default_folder(os.environ))
         try:
             main()
         except UserError as e:

@@ -27,9 +27,12 @@ others may write (without the sticky bit), turns both caches off with one
 warning, as ssh does with its keys. What can write there can already run code
 as the user.
 
-Both caches are on by default, for scripts and the Python API alike, in
-$DREAM_JAX_CACHE (default ~/.cache/dream_jax); DREAM_JAX_CACHE=off turns them
-off, and `enable(folder)` / `enable(None)` sets them from code.
+jax's cache is process-wide jax configuration, so only the caller turns the
+caches on: every script does (cli, in `default_folder(os.environ)`:
+$DREAM_JAX_CACHE, default ~/.cache/dream_jax; DREAM_JAX_CACHE=off turns them
+off); from Python, `enable(folder)` / `enable(None)`. A library call never
+changes jax's configuration by itself; without a folder, compiled octaves are
+still kept in memory for the process.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax
 import jax
@@ -53,15 +56,18 @@ from dream_jax import atomic
 from dream_jax.errors import UserError
 
 _folder: Path | None = None
-_configured = False
 _compiled: dict[str, Callable] = {}  # key -> compiled executable
 _lock = threading.Lock()
 OFF = "off"
 
 
-def default_folder() -> Path | None:
-    """$DREAM_JAX_CACHE, else ~/.cache/dream_jax; None when set to "off"."""
-    value = os.environ.get("DREAM_JAX_CACHE", "")
+CACHE_ENV = "DREAM_JAX_CACHE"
+
+
+def default_folder(environ: Mapping[str, str]) -> Path | None:
+    """The scripts' folder: $DREAM_JAX_CACHE in `environ`, else
+    ~/.cache/dream_jax; None when set to "off"."""
+    value = environ.get(CACHE_ENV, "")
     if value.lower() == OFF:
         return None
     return Path(value) if value else Path.home() / ".cache" / "dream_jax"
@@ -99,26 +105,20 @@ def enable(folder: str | Path | None) -> None:
     """Keep compiled octaves in `folder` (jax's compilation cache in jax/, exported
     modules in exported/); None turns both off. A folder that is not private to
     the user (see `private_folder`) turns them off too, with one warning."""
-    global _folder, _configured
+    global _folder
     if folder is not None:
+        folder = Path(folder).expanduser()
         problem = private_folder(Path(folder))
         if problem:
             logging.warning("not caching compiled code in %s: %s", folder, problem)
             folder = None
     _folder = None if folder is None else Path(folder) / "exported"
-    _configured = True
     _compiled.clear()
     jax.config.update("jax_compilation_cache_dir", None if folder is None
                       else str(Path(folder) / "jax"))
     jax_cache.reset_cache()  # jax opens its cache once: make it see the new folder
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-def enable_default() -> None:
-    """`enable(default_folder())`, unless the caches were already set."""
-    if not _configured:
-        enable(default_folder())
 
 
 @functools.cache

@@ -18,6 +18,7 @@ extra (`pip install 'dream_jax[ray]'`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,7 +60,8 @@ class Dreamer:
     call per batch of rows (input path, objective number, output path)."""
 
     def __init__(self, request: render.DreamRequest, texts: list[str], weights_dir, devices):
-        compile_cache.enable_default()  # the actor's own machine's cache
+        # The actor's process is an edge: its own machine's cache, as a script's.
+        compile_cache.enable(compile_cache.default_folder(os.environ))
         all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
         self.request, self.texts = request, texts
         self.layers = objectives.layers_of(all_terms)

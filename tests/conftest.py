@@ -154,7 +154,7 @@ _BASE_FLAGS = frozenset(absl_flags.FLAGS)  # absl's own (logging, app, help)
 _JAX_OPTIONS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
                 "jax_persistent_cache_min_compile_time_secs",
                 "jax_persistent_cache_min_entry_size_bytes")
-_MODULE_GLOBALS = {"dream_jax.compile_cache": ("_folder", "_configured", "_compiled")}
+_MODULE_GLOBALS = {"dream_jax.compile_cache": ("_folder", "_compiled")}
 
 
 def _drop_script_flags() -> None:

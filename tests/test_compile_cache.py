@@ -1,6 +1,7 @@
 """Compiled octaves: exported modules on disk give the same pixels, are reused without
-tracing, rebuilt when damaged; the API uses the cache by default."""
+tracing, rebuilt when damaged; only the caller turns the disk caches on."""
 import hashlib
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -99,17 +100,21 @@ def test_a_step_jax_cannot_export_runs_uncached(params, cache, monkeypatch):
     assert not list((cache / "exported").glob("*.jaxexport"))
 
 
-def test_the_api_uses_the_cache_folder_by_default_and_off_turns_it_off(params, tmp_path,
-                                                                          monkeypatch):
+def test_the_api_leaves_jax_configuration_alone(params, tmp_path, monkeypatch):
+    """A library call reads no environment variable and changes no jax setting:
+    only the caller (a script, or `enable`) turns the disk caches on."""
+    compile_cache.enable(None)
     monkeypatch.setenv("DREAM_JAX_CACHE", str(tmp_path / "c"))
-    monkeypatch.setattr(compile_cache, "_configured", False)
     _dream(params, size=(88, 104))
-    assert list((tmp_path / "c" / "exported").glob("dream_octave-*.jaxexport"))
-    assert list((tmp_path / "c" / "jax").iterdir())
-    monkeypatch.setenv("DREAM_JAX_CACHE", "off")
-    monkeypatch.setattr(compile_cache, "_configured", False)
-    compile_cache.enable_default()
+    assert not (tmp_path / "c").exists()
     assert compile_cache._folder is None and jax.config.jax_compilation_cache_dir is None
+
+
+def test_the_scripts_folder_comes_from_the_environment_they_pass(tmp_path):
+    home = Path.home() / ".cache" / "dream_jax"
+    assert compile_cache.default_folder({}) == home
+    assert compile_cache.default_folder({"DREAM_JAX_CACHE": str(tmp_path)}) == tmp_path
+    assert compile_cache.default_folder({"DREAM_JAX_CACHE": "OFF"}) is None
 
 
 def test_compile_ahead_gets_every_octave_up_front(params, monkeypatch):

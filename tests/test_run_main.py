@@ -141,8 +141,7 @@ def _process_state() -> dict:
         "jax": {name: getattr(jax.config, name) for name in (
             "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
             "jax_persistent_cache_min_entry_size_bytes")},
-        "compile_cache": (getattr(compile_cache, "_folder", None),
-                          getattr(compile_cache, "_configured", None)),
+        "compile_cache": getattr(compile_cache, "_folder", None),
         "argv": sys.argv[:], "path": sys.path[:], "cwd": os.getcwd(), "env": dict(os.environ),
         "warning_filters": warnings.filters[:], "streams": (sys.stdout, sys.stderr),
         "fds": [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)],
