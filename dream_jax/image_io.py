@@ -19,7 +19,7 @@ import hashlib
 import io
 import os
 import stat
-import warnings
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -134,16 +134,29 @@ def _open_and_decode(data: bytes, what: str, max_pixels: int
         return _decode(img, what)
 
 
+_limit_lock = threading.Lock()
+_limit_users = 0          # readers inside `_own_pixel_limit`, on any thread
+_saved_limit = None       # Pillow's limit as it was before the first of them
+
+
 @contextlib.contextmanager
 def _own_pixel_limit():
-    """Pillow's pixel limit (and its warning) off: `check_pixels` replaces it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            yield
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
+    """Pillow's pixel limit off while we decode (`check_pixels` replaces it).
+    Pillow keeps it process-wide, so readers on several threads (the batch's
+    read-ahead and the caller) share one switch: the first one in turns it
+    off, the last one out puts the caller's value back."""
+    global _limit_users, _saved_limit
+    with _limit_lock:
+        if _limit_users == 0:
+            _saved_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        _limit_users += 1
+    try:
+        yield  # with no limit Pillow neither warns nor refuses: nothing to filter
+    finally:
+        with _limit_lock:
+            _limit_users -= 1
+            if _limit_users == 0:
+                Image.MAX_IMAGE_PIXELS = _saved_limit
 
 
 class NotRegular(OSError):

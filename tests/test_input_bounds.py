@@ -186,3 +186,30 @@ def test_zoom_output_dir_that_cannot_be_a_folder_is_one_line(tmp_path, kind):
 def test_visualize_sizes_are_bounded_before_anything_is_allocated(tmp_path, flag, fragment):
     assert_one_line_error(run_main("visualize", NO_WEIGHTS, flag, f"--output_dir={tmp_path}"),
                           fragment)
+
+
+def test_readers_on_several_threads_share_pillows_limit_safely(tmp_path, monkeypatch):
+    """Pillow's pixel limit is process-wide: readers on several threads (the
+    batch's read-ahead and the caller) never see it back on mid-decode, and the
+    caller's own value is restored when the last one is done."""
+    import threading
+
+    from PIL import Image as PILImage
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # 64x64 is over twice that
+    path = tmp_path / "p.png"
+    PILImage.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
+    failures = []
+
+    def read_many():
+        for _ in range(30):
+            try:
+                image_io.read_image(path, 10_000)
+            except Exception as e:  # noqa: BLE001 -- any failure is the finding
+                failures.append(repr(e))
+    threads = [threading.Thread(target=read_many) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    assert PILImage.MAX_IMAGE_PIXELS == 1000
