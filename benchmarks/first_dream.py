@@ -1,11 +1,14 @@
 """Time to the first dream, as a user meets it: whole processes, one run each.
 
   python -m benchmarks.first_dream --input=photo.png [--rounds=2] [--out=first.json]
+      [--jax_python=.venv-py312/bin/python ...]
 
-Per round: `scripts/dream.py` with an empty cache folder (cold: every octave
-compiled), the same again (warm: exported modules and compiled executables
-from disk), and the same default dream in eager PyTorch (`torch_dream`). Each is
-a fresh interpreter timed from start to exit (imports, weights, dream, PNG).
+Per round, interleaved: for each dream_jax interpreter (this one, and each
+`--jax_python`, e.g. another jax release in another venv), `scripts/dream.py`
+with an empty cache folder (cold: every octave compiled), then the same again
+(warm: exported modules and compiled executables from disk); then the same
+default dream in eager PyTorch (`torch_dream`, this interpreter). Each is a
+fresh interpreter timed from start to exit (imports, weights, dream, PNG).
 """
 from __future__ import annotations
 
@@ -30,22 +33,33 @@ def _timed(command: list[str], env: dict) -> tuple[float, str]:
     return seconds, proc.stdout.strip()
 
 
-def run(photo: str, rounds: int) -> dict:
-    results = {"cold_s": [], "warm_s": [], "torch_eager_s": [], "torch_note": ""}
+def _jax_version(python: str) -> str:
+    return subprocess.run([python, "-c", "import jax; print(jax.__version__)"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def run(photo: str, rounds: int, jax_pythons: list[str]) -> dict:
+    pythons = [sys.executable, *jax_pythons]
+    labels = [f"jax {_jax_version(p)}" for p in pythons]
+    results = {"torch_eager_s": [], "torch_note": "", "load_average_1min_at_start":
+               os.getloadavg()[0], **{label: {"cold_s": [], "warm_s": []} for label in labels}}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(rounds):
-            env = {**os.environ, "DREAM_JAX_CACHE": f"{tmp}/cache{i}"}
-            dream = [sys.executable, "scripts/dream.py", f"--input={photo}",
-                     f"--output={tmp}/jax.png"]
-            results["cold_s"].append(_timed(dream, env)[0])
-            results["warm_s"].append(_timed(dream, env)[0])
+            for j, (python, label) in enumerate(zip(pythons, labels)):
+                env = {**os.environ, "DREAM_JAX_CACHE": f"{tmp}/cache{i}-{j}"}
+                dream = [python, "scripts/dream.py", f"--input={photo}", f"--output={tmp}/jax.png"]
+                results[label]["cold_s"].append(_timed(dream, env)[0])
+                results[label]["warm_s"].append(_timed(dream, env)[0])
             seconds, note = _timed([sys.executable, "-m", "benchmarks.torch_dream",
-                                    f"--input={photo}", f"--output={tmp}/torch.png"], env)
+                                    f"--input={photo}", f"--output={tmp}/torch.png"],
+                                   dict(os.environ))
             results["torch_eager_s"].append(seconds)
             results["torch_note"] = note
-    best = {k: min(v) for k, v in results.items() if k.endswith("_s")}
-    results["cold_vs_torch"] = best["cold_s"] / best["torch_eager_s"]
-    results["warm_vs_torch"] = best["warm_s"] / best["torch_eager_s"]
+    torch_best = min(results["torch_eager_s"])
+    for label in labels:
+        entry = results[label]
+        entry["cold_vs_torch"] = min(entry["cold_s"]) / torch_best
+        entry["warm_vs_torch"] = min(entry["warm_s"]) / torch_best
     results["load_average_1min_at_end"] = os.getloadavg()[0]
     return results
 
@@ -55,8 +69,10 @@ def main():
     parser.add_argument("--input", required=True)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out")
+    parser.add_argument("--jax_python", action="append", default=[],
+                        help="Another interpreter whose dream_jax/jax to time as well.")
     args = parser.parse_args()
-    results = run(str(Path(args.input).resolve()), args.rounds)
+    results = run(str(Path(args.input).resolve()), args.rounds, args.jax_python)
     print(json.dumps(results, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
