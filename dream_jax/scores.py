@@ -65,27 +65,23 @@ def channel_scores(params, layer: str, channels, pictures, top_scores, exemplar_
     exemplar_images[i] its exemplars (K_i, S, S, 3), random_images (R, S, S, 3)."""
     channels = list(channels)
     earlier = earlier_layers(layer) if earlier is None else earlier
-    taps = (*earlier, layer)
-    vis = _stats(params, pictures, taps)
-    counts = [len(e) for e in exemplar_images]
-    natural = _stats(params, np.concatenate([*exemplar_images, random_images]), earlier)
+    vis = _stats(params, pictures, (*earlier, layer))
+    rand = _stats(params, random_images, earlier) if earlier else {}
     own = vis[layer][1][:, channels]  # own[j, i]: channel i's mean on picture j
     results = []
-    offsets = np.cumsum([0] + counts)
     for i, c in enumerate(channels):
         others = np.delete(own[:, i], i)
-        scores = {"activation_ratio": float(vis[layer][0][i, c] / top_scores[i])
+        result = {"activation_ratio": float(vis[layer][0][i, c] / top_scores[i])
                   if top_scores[i] > 0 else None,
                   "beats_share": float(np.mean(own[i, i] > others)) if len(others) else None,
                   "earlier_layers": list(earlier)}
-        if earlier:
-            ex = slice(offsets[i], offsets[i + 1])
-            rand = slice(offsets[-1], None)
-            path = [_cosine(vis[l][1][i:i + 1], natural[l][1][ex]).mean() for l in earlier]
-            base = [_cosine(natural[l][1][rand], natural[l][1][ex]).mean() for l in earlier]
-            scores["path_similarity"] = float(np.mean(path))
-            scores["random_similarity"] = float(np.mean(base))
-        results.append(scores)
+        if earlier:  # exemplar_images may load lazily: one channel's at a time in memory
+            ex = _stats(params, np.asarray(exemplar_images[i]), earlier)
+            path = [_cosine(vis[l][1][i:i + 1], ex[l][1]).mean() for l in earlier]
+            base = [_cosine(rand[l][1], ex[l][1]).mean() for l in earlier]
+            result["path_similarity"] = float(np.mean(path))
+            result["random_similarity"] = float(np.mean(base))
+        results.append(result)
     return results
 
 
