@@ -128,14 +128,8 @@ def _visualise(job: Job, layer: str, site_dir: Path, weights_dir, params, batch,
         visualize.run(job.settings(layer), missing, folder.parent, weights_dir, params, batch,
                       progress=lambda done, total: log(f"  {done}/{total} pictures"))
     missing = [c for c in channels if not (site_dir / transparency_path(layer, c)).exists()]
-    for chunk in visualize.iter_chunks(missing, 16):
-        pictures = np.stack([image_io.read_image(site_dir / vis_path(layer, c))[0]
-                             for c in chunk])
-        maps = transparency.transparency(params, pictures, layer, chunk, seed=job.seed)
-        for c, picture, values in zip(chunk, pictures, maps):
-            heatmap.write_transparency(site_dir / transparency_path(layer, c), picture, values,
-                                       {"transparency": {"layer": layer, "channel": c,
-                                                         "samples": 16, "seed": job.seed}})
+    transparency.write_beside([site_dir / vis_path(layer, c) for c in missing], layer, missing,
+                              params, seed=job.seed)
 
 
 def _attribute(job: Job, layer: str, record: dict, site_dir: Path, params) -> None:

@@ -20,6 +20,7 @@ a { color: #0a58ca; } h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-to
 .cell { width: 140px; text-align: center; font-size: 12px; }
 .cell img { width: 128px; height: 128px; image-rendering: pixelated; display: block;
             margin: 0 auto 2px; border: 1px solid #ccc; }
+.big { display: flex; gap: 8px; }
 .big img { width: 256px; height: 256px; image-rendering: pixelated; border: 1px solid #ccc; }
 .checker { background: repeating-conic-gradient(#ddd 0% 25%, #fff 0% 50%) 0 0 / 16px 16px; }
 .exemplar { display: flex; gap: 8px; align-items: flex-start; margin-bottom: 10px; }
@@ -127,7 +128,7 @@ def _channel(job, layer: str, c: int, entries: list, result: dict,
               f"# transparency: dream_jax.transparency.transparency(params, [picture], "
               f"{layer!r}, [{c}], samples=16, seed={job.seed})")
     parts = [f"<nav>{' | '.join(nav)}</nav><h1>{escape(layer)} channel {c}</h1>",
-             '<div class="exemplar big">', _img(vis, "visualisation"),
+             '<div class="big">', _img(vis, "visualisation"),
              _img(alpha, "visualisation with transparency", "checker"), "</div>",
              f"<pre>{escape(replay)}</pre>",
              f"<h2>Scores</h2><table>{score_rows}</table><p>earlier layers: {escape(earlier)}</p>",

@@ -10,12 +10,13 @@ call. Pixels the channel ignores under every jitter, scale and rotation fade out
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dream_jax import caffe_ops, googlenet, transforms, visualize
+from dream_jax import caffe_ops, googlenet, heatmap, image_io, transforms, visualize
 
 
 @functools.partial(jax.jit, static_argnames=("layer", "transform_name", "samples", "kernels"))
@@ -44,3 +45,22 @@ def transparency(params, pictures, layer: str, channels, samples: int = 16, seed
                                 layer=layer, transform_name=transform_name, samples=samples,
                                 kernels=caffe_ops.resolve_kernels(kernels))
     return np.asarray(maps)
+
+
+def write_beside(pictures, layer: str, channels, params, samples: int = 16, seed: int = 0,
+                 chunk: int = 16) -> list:
+    """For each visualisation PNG (a path), `<stem>_transparency.png` (RGBA) and
+    its raw map `<stem>_transparency.npy` beside it; pictures[i] shows channels[i]."""
+    written = []
+    for start in range(0, len(pictures), chunk):
+        paths = [Path(p) for p in pictures[start:start + chunk]]
+        rgb = np.stack([image_io.read_image(p)[0] for p in paths])
+        part = list(channels[start:start + chunk])
+        maps = transparency(params, rgb, layer, part, samples, seed)
+        for path, image, values, channel in zip(paths, rgb, maps, part):
+            target = path.with_name(f"{path.stem}_transparency.png")
+            heatmap.write_transparency(target, image, values, {"transparency": {
+                "picture": path.name, "layer": layer, "channel": int(channel),
+                "samples": samples, "seed": seed}})
+            written.append(target)
+    return written

@@ -5,7 +5,8 @@
 """
 from absl import flags
 
-from dream_jax import cli, optimizers, parameterize, transforms, visualize
+from dream_jax import (cli, optimizers, parameterize, transforms, transparency, visualize,
+                       weights)
 
 _D = visualize.Settings()
 _LAYER = flags.DEFINE_string("layer", _D.layer, "Layer whose channels to visualise.")
@@ -29,6 +30,8 @@ _BATCH = flags.DEFINE_integer("batch", 0, "Pictures per compiled call; 0: as man
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "vis", "Existing folder for the PNGs.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Converted weights folder (default: weights/).")
 _REPLAY = flags.DEFINE_string("replay", None, "Re-run the picture stored in this PNG.")
+_TRANSPARENCY = flags.DEFINE_bool("transparency", False, "Also write each picture's MaCo-style "
+                                  "transparency map beside it (<name>_transparency.png/.npy).")
 
 
 def main():
@@ -44,6 +47,11 @@ def main():
     summary = visualize.run(settings, channels, _OUTPUT_DIR.value, _WEIGHTS.value,
                             batch=_BATCH.value,
                             progress=lambda done, total: print(f"{done}/{total} channels"))
+    if _TRANSPARENCY.value:
+        written = transparency.write_beside(
+            summary["files"], settings.layer, [c for c in channels for _ in range(settings.copies)],
+            weights.load_params(_WEIGHTS.value), seed=settings.seed)
+        print(f"wrote {len(written)} transparency maps")
     print(f"wrote {len(summary['files'])} pictures and {summary['contact_sheet']} "
           f"({summary['chunk']} channels per call)")
 

@@ -130,3 +130,17 @@ def test_transparency_is_the_accumulated_pixel_gradient(params, cat):
     jittered = transparency.transparency(params, pictures, LAYER, channels, samples=4)
     assert jittered.shape == (2, 64, 64) and (jittered >= 0).all()
     assert not np.allclose(jittered[0] / 4, plain[0])  # the transformations moved it
+
+
+def test_visualize_writes_a_transparency_map_beside_each_picture(weights_dir, tmp_path):
+    proc = run_main("visualize", "--layer=inception_3a/output", "--channels=1,4", "--size=32",
+                    "--steps=2", "--transparency", f"--output_dir={tmp_path}",
+                    f"--weights={weights_dir}")
+    assert proc.returncode == 0, proc.stderr
+    for c in (1, 4):
+        picture = image_io.read_image(tmp_path / f"inception_3a-output_c{c}.png")[0]
+        rgb, alpha = image_io.read_image(tmp_path / f"inception_3a-output_c{c}_transparency.png")
+        raw = np.load(tmp_path / f"inception_3a-output_c{c}_transparency.npy")
+        np.testing.assert_array_equal(rgb, picture)
+        assert alpha is not None and alpha.shape == raw.shape == picture.shape[:2]
+        assert alpha.max() == 255 and alpha.min() < 255  # it says where, not everywhere
