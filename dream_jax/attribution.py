@@ -142,7 +142,7 @@ def deletion_curve(params, rgb, objective, saliency, fractions=np.linspace(0, 1,
 
 def run(input_path: str, objective_text: str, output: str, method: str = "integrated_gradients",
         steps: int = 32, noise: float = 0.15, seed: int = 0, weights_dir=None,
-        max_pixels: int = 100_000_000, kernels: str = "auto") -> dict:
+        max_pixels: int = 0, kernels: str = "auto") -> dict:
     """Attribute `objective_text` on the image at `input_path`: writes `output`
     (the overlay PNG) and the raw map beside it; everything is checked before
     the weights load. Returns a summary (paths as given)."""
@@ -151,7 +151,7 @@ def run(input_path: str, objective_text: str, output: str, method: str = "integr
         raise UserError(f"unknown attribution method {method!r}; valid: {', '.join(METHODS)}")
     output = render.check_output(output)
     objective = check_objective(objective_text)
-    rgb, _ = image_io.read_image(input_path, max_pixels)
+    rgb, _ = image_io.read_image(input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS)
     check_size(str(input_path), *rgb.shape[:2], objective)
     objectives.check_classes(objective, weights.num_classes(weights_dir))
     params = weights.load_params(weights_dir)

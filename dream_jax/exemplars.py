@@ -246,13 +246,14 @@ def mine(params, input_spec: str, output_dir, settings: Settings, batch_size: in
                 state.save(state_path)
     finally:
         read.close()
+    mined = time.perf_counter() - start_time
     record = result(state, shapes)
     if patches:
         write_patches(params, input_spec, root, out_dir, record, settings, max_pixels)
     atomic.atomic_write(out_dir / RESULT_FILE,
                         json.dumps(record, indent=1, sort_keys=True).encode())
     seconds = time.perf_counter() - start_time
-    return {**record, "seconds": seconds}
+    return {**record, "seconds": seconds, "mining_seconds": mined}
 
 
 def result(state: _State, shapes) -> dict:

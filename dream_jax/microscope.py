@@ -93,7 +93,7 @@ def build(job: Job, input_spec: str, site_dir, weights_dir=None, params=None, de
                             exemplars.Settings(job.layers, job.top_k, job.exemplar_size),
                             batch_size=batch_size, devices=devices, weights_sha256=sha,
                             log=log)
-    record = {k: v for k, v in record.items() if k != "seconds"}
+    record = {k: v for k, v in record.items() if k not in ("seconds", "mining_seconds")}
     root = exemplars.input_root(input_spec)
     _save_exemplar_images(job, record, input_spec, root, site_dir)
     for layer in job.layers:

@@ -30,11 +30,10 @@ def main():
                             _OUTPUT_DIR.value, settings, _BATCH.value, _DEVICES.value,
                             weights_sha256=sha, max_pixels=_MAX_PIXELS.value,
                             patches=_PATCHES.value, log=print)
-    rate = record["images"] / record["seconds"] if record["seconds"] else 0.0
-    print(f"{record['images']} images ({len(record['failed'])} skipped) in "
-          f"{record['seconds']:.1f} s ({rate:.1f} images/s); wrote "
-          f"{_OUTPUT_DIR.value}/{exemplars.RESULT_FILE}")
-
+    rate = record["images"] / record["mining_seconds"] if record["mining_seconds"] else 0.0
+    print(f"{record['images']} images ({len(record['failed'])} skipped): mined in "
+          f"{record['mining_seconds']:.1f} s ({rate:.1f} images/s), {record['seconds']:.1f} s "
+          f"with the patches; wrote {_OUTPUT_DIR.value}/{exemplars.RESULT_FILE}")
 
 if __name__ == "__main__":
     cli.run(main)

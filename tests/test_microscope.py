@@ -71,42 +71,36 @@ class _Links(HTMLParser):
         assert tag != "script", "the site needs no JavaScript"
 
 
-_HARNESS = """<!DOCTYPE html><html><body><script>
-const pages = %s;
-(async () => {
-  const results = [];
-  for (const url of pages) {
-    results.push(await new Promise(resolve => {
-      const f = document.createElement("iframe");
-      f.onload = async () => {
-        const d = f.contentDocument;
-        const imgs = [...d.images];
-        await Promise.all(imgs.map(i => i.decode().catch(() => null)));
-        resolve({url, title: d.title, images: imgs.length,
-                 bad: imgs.filter(i => !(i.complete && i.naturalWidth > 0))
-                          .map(i => i.getAttribute("src")),
-                 links: [...d.querySelectorAll("a[href]")].map(a => a.href),
-                 styled: getComputedStyle(d.body).margin !== "8px"});
-      };
-      f.src = url;
-      document.body.appendChild(f);
-    }));
-  }
+# Every page in an iframe of one harness page: the window's load event fires only
+# once every frame and every image in it has loaded (or failed), so the report is
+# written synchronously in that event, before Chromium dumps the DOM.
+_HARNESS = """<!DOCTYPE html><html><body>%s<script>
+window.addEventListener("load", () => {
+  const results = [...document.querySelectorAll("iframe")].map(f => {
+    const d = f.contentDocument;
+    const imgs = [...d.images];
+    return {url: f.getAttribute("src"), title: d.title, images: imgs.length,
+            bad: imgs.filter(i => !(i.complete && i.naturalWidth > 0))
+                     .map(i => i.getAttribute("src")),
+            links: [...d.querySelectorAll("a[href]")].map(a => a.href),
+            styled: getComputedStyle(d.body).margin !== "8px"};
+  });
   const out = document.createElement("pre");
   out.id = "results";
   out.textContent = JSON.stringify(results);
   document.body.appendChild(out);
-})();
+});
 </script></body></html>"""
 
 
 def _browse(binary, folder: Path, pages: list[str], profile: Path) -> list[dict]:
-    """Open every page in headless Chromium (in an iframe of a harness page beside
+    """Open every page in headless Chromium (in iframes of a harness page beside
     the site) and report, from the browser, each page's images and links."""
     harness = folder / "harness.html"
-    harness.write_text(_HARNESS % json.dumps(pages))
+    frames = "".join(f'<iframe src="{page}"></iframe>' for page in pages)
+    harness.write_text(_HARNESS % frames)
     proc = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                           "--allow-file-access-from-files", "--virtual-time-budget=60000",
+                           "--allow-file-access-from-files", "--virtual-time-budget=10000",
                            "--dump-dom", harness.as_uri()],
                           capture_output=True, text=True, timeout=300)
     start = proc.stdout.find('<pre id="results">')
