@@ -185,3 +185,24 @@ def test_bad_input_is_one_line(tmp_path, weights_dir, args, fragment):
         args.append(f"--inputs={tmp_path}")
     proc = run_main("exemplars", *args, f"--output_dir={tmp_path}", f"--weights={weights_dir}")
     assert_one_line_error(proc, fragment)
+
+
+@pytest.mark.slow
+def test_two_devices_mine_what_one_does(weights_dir, photos, tmp_path):
+    from tests.conftest import run_script
+    args = [f"--inputs={photos}", "--top_k=3", f"--size={SIZE}", "--batch_size=3",
+            f"--weights={weights_dir}", "--nopatches"] + [f"--layer={l}" for l in LAYERS]
+    results = []
+    for devices, flags in (("1", ""), ("2", "--xla_force_host_platform_device_count=2")):
+        out = tmp_path / f"d{devices}"
+        out.mkdir()
+        proc = run_script("exemplars", *args, f"--devices={devices}", f"--output_dir={out}",
+                          env={"XLA_FLAGS": flags})
+        assert proc.returncode == 0, proc.stderr
+        results.append(json.loads((out / exemplars.RESULT_FILE).read_text()))
+    assert _tables(results[0]) == _tables(results[1])
+    for layer in LAYERS:
+        for c in ("0", "100"):
+            np.testing.assert_allclose(
+                [e["score"] for e in results[0]["layers"][layer]["channels"][c]],
+                [e["score"] for e in results[1]["layers"][layer]["channels"][c]], rtol=1e-5)
