@@ -16,6 +16,7 @@ from PIL import Image
 from dream_jax import image_io, scores, site
 from tests.conftest import assert_one_line_error, run_main
 
+pytestmark = pytest.mark.slow  # the site is built once per module: minutes on 2 cores
 LAYERS = ("inception_3a/output", "inception_3b/output")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
