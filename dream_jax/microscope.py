@@ -142,8 +142,9 @@ def _attribute(job: Job, layer: str, record: dict, site_dir: Path, params) -> No
         images = np.stack([image_io.read_image(site_dir / image_path(e["index"]))[0]
                            for e in entries])
         objective = objectives.channel(layer, c)
-        maps = attribution.attribute(params, images, objective, job.method,
-                                     job.attribution_steps, seed=job.seed)
+        maps = attribution.attribute_channels(params, images, layer, [c] * len(images),
+                                              job.method, job.attribution_steps,
+                                              seed=job.seed)
         for target, image, values, entry in zip(targets, images, maps, entries):
             heatmap.write_overlay(target, image, values, {"attribution": {
                 "input": Path(image_path(entry["index"])).name, "objective": str(objective),

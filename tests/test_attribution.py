@@ -144,3 +144,16 @@ def test_visualize_writes_a_transparency_map_beside_each_picture(weights_dir, tm
         np.testing.assert_array_equal(rgb, picture)
         assert alpha is not None and alpha.shape == raw.shape == picture.shape[:2]
         assert alpha.max() == 255 and alpha.min() < 255  # it says where, not everywhere
+
+
+def test_channels_as_data_give_what_the_objective_gives(params, cat):
+    pair = np.stack([cat, cat[::-1]])
+    for method in ("grad_x_input", "smoothgrad"):
+        both = attribution.attribute_channels(params, pair, LAYER, [3, 40], method, steps=2)
+        for i, c in enumerate((3, 40)):
+            alone = attribution.attribute(params, pair[i:i + 1], objectives.channel(LAYER, c),
+                                          method, steps=2)[0]
+            if method == "grad_x_input":  # smoothgrad's noise is drawn per batch position
+                np.testing.assert_allclose(both[i], alone, rtol=1e-4,
+                                           atol=1e-4 * np.abs(alone).max())
+            assert both[i].shape == cat.shape[:2] and np.isfinite(both[i]).all()
