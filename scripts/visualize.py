@@ -7,7 +7,8 @@ from pathlib import Path
 
 from absl import flags
 
-from dream_jax import cli, optimizers, parameterize, transforms, visualize
+from dream_jax import (cli, optimizers, parameterize, transforms, transparency, visualize,
+                       weights)
 from dream_jax.errors import UserError
 
 _D = visualize.Settings()
@@ -32,6 +33,8 @@ _BATCH = flags.DEFINE_integer("batch", 0, "Pictures per compiled call; 0: as man
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "vis", "Folder for the PNGs (created if missing).")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Converted weights folder (default: weights/).")
 _REPLAY = flags.DEFINE_string("replay", None, "Re-run the picture stored in this PNG.")
+_TRANSPARENCY = flags.DEFINE_bool("transparency", False, "Also write each picture's MaCo-style "
+                                  "transparency map beside it (<name>_transparency.png/.npy).")
 
 
 def _make_output_dir() -> None:
@@ -58,6 +61,11 @@ def main():
     summary = visualize.run(settings, channels, _OUTPUT_DIR.value, _WEIGHTS.value,
                             batch=_BATCH.value,
                             progress=lambda done, total: print(f"{done}/{total} channels"))
+    if _TRANSPARENCY.value:
+        written = transparency.write_beside(
+            summary["files"], settings.layer, [c for c in channels for _ in range(settings.copies)],
+            weights.load_params(_WEIGHTS.value), seed=settings.seed)
+        print(f"wrote {len(written)} transparency maps")
     print(f"wrote {len(summary['files'])} pictures and {summary['contact_sheet']} "
           f"({summary['chunk']} channels per call)")
 

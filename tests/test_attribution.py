@@ -1,0 +1,159 @@
+"""Attribution: deletion curves fall faster than random, integrated gradients
+add up, samples batch like singles, small images are refused, outputs are
+written as overlay + raw map; the transparency map is the accumulated gradient."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from dream_jax import attribution, googlenet, image_io, objectives, preprocess, transparency
+from dream_jax.errors import UserError
+from tests.conftest import assert_one_line_error, run_main
+
+LAYER = "inception_3a/output"
+
+
+@pytest.fixture(scope="module")
+def cat():
+    from skimage import data
+    return np.asarray(Image.fromarray(data.chelsea()).resize((96, 64), Image.BILINEAR))
+
+
+def _busiest_channel(params, rgb):
+    x = preprocess.to_model(rgb, attribution.MEAN)[None]
+    return int(np.asarray(googlenet.apply(params, x, (LAYER,))[LAYER][0].mean((0, 1))).argmax())
+
+
+def test_deletion_curve_falls_faster_than_random(params, cat):
+    """The contribution maps (signed: which pixels raise the objective) must beat
+    random deletion at every fraction. Gradient magnitudes (gradient, smoothgrad)
+    measure sensitivity, not contribution, and are not held to it (README)."""
+    objective = objectives.channel(LAYER, _busiest_channel(params, cat))
+    fractions = np.array([0, 0.01, 0.02, 0.05, 0.1, 0.2])
+    rng = np.random.default_rng(0)
+    random = np.mean([attribution.deletion_curve(params, cat, objective,
+                                                 rng.random(cat.shape[:2]), fractions)
+                      for _ in range(3)], axis=0)
+    for method in attribution.SIGNED:
+        saliency = attribution.attribute(params, cat, objective, method, steps=8)
+        assert saliency.shape == cat.shape[:2]
+        curve = attribution.deletion_curve(params, cat, objective, saliency, fractions)
+        assert curve[0] == pytest.approx(random[0], rel=1e-5)  # nothing removed yet
+        assert (curve[1:] < random[1:]).all(), (method, curve, random)
+        assert curve.mean() < 0.7 * random.mean(), (method, curve, random)
+
+
+def test_integrated_gradients_add_up_to_the_change_from_the_baseline(params, cat):
+    objective = objectives.channel(LAYER, _busiest_channel(params, cat))
+    ig = attribution.attribute(params, cat, objective, "integrated_gradients", steps=64)
+    grey = np.broadcast_to(preprocess.from_model(np.zeros(3, np.float32), attribution.MEAN),
+                           cat.shape)
+    terms = objectives.union_terms([objective])
+    values = [float(attribution._values(params, jnp.asarray(preprocess.to_model(
+        np.asarray(x), attribution.MEAN))[None], jnp.ones(1), terms=terms)[0])
+        for x in (cat.astype(np.float32), grey)]
+    assert ig.sum() == pytest.approx(values[0] - values[1], rel=0.05)
+
+
+def test_a_batch_gives_each_image_its_own_map(params, cat):
+    objective = f"channel({LAYER},3) + 0.5*neuron({LAYER},7)"
+    pair = np.stack([cat, cat[::-1, ::-1]])
+    both = attribution.attribute(params, pair, objective, "integrated_gradients", steps=4)
+    for i in range(2):
+        alone = attribution.attribute(params, pair[i], objective, "integrated_gradients",
+                                      steps=4)
+        np.testing.assert_allclose(both[i], alone, rtol=1e-4, atol=1e-4 * np.abs(alone).max())
+    noiseless = attribution.attribute(params, cat, objective, "smoothgrad", steps=3, noise=0.0)
+    np.testing.assert_allclose(noiseless, attribution.attribute(params, cat, objective,
+                                                                "gradient"), rtol=1e-5)
+
+
+def test_class_logits_of_a_small_image_are_nan_and_refused(params, tmp_path):
+    small = np.random.default_rng(0).integers(0, 255, (217, 300, 3), dtype=np.uint8)
+    logits = googlenet.apply(params, preprocess.to_model(small)[None],
+                             (googlenet.CLASSIFIER_LAYER,))[googlenet.CLASSIFIER_LAYER]
+    assert np.isnan(np.asarray(logits)).all()  # what the refusal protects from
+    with pytest.raises(UserError, match="300x217 is too small for loss3/classifier"):
+        attribution.attribute(params, small, "class(1)", "gradient")
+    image_io.write_png(tmp_path / "small.png", small)
+    proc = run_main("attribute", f"--input={tmp_path / 'small.png'}", "--objective=class(1)",
+                    f"--output={tmp_path / 'map.png'}", "--weights=/nonexistent")
+    assert_one_line_error(proc, "300x217 is too small for loss3/classifier")
+    assert not list(tmp_path.glob("map*"))
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--objective=diversity(inception_3a/output)"], "cannot be attributed"),
+    (["--objective=chanel(inception_3a/output,1)"], "unknown objective function"),
+    (["--method=saliency"], "flag --method"),
+    (["--output={tmp}/map.jpg"], "must be a .png"),
+    (["--input={tmp}/missing.png"], "no such file"),
+])
+def test_bad_input_is_one_line(tmp_path, args, fragment):
+    image_io.write_png(tmp_path / "in.png", np.zeros((64, 64, 3), np.uint8))
+    defaults = {"--input": f"{tmp_path}/in.png", "--objective": f"channel({LAYER},1)",
+                "--output": f"{tmp_path}/out.png"}
+    args = [a.format(tmp=tmp_path) for a in args]
+    given = {a.split("=")[0] for a in args}
+    args += [f"{k}={v}" for k, v in defaults.items() if k not in given]
+    assert_one_line_error(run_main("attribute", *args, "--weights=/nonexistent"), fragment)
+
+
+def test_script_writes_overlay_and_raw_map(weights_dir, cat, tmp_path):
+    image_io.write_png(tmp_path / "cat.png", cat)
+    proc = run_main("attribute", f"--input={tmp_path / 'cat.png'}",
+                    f"--objective=channel({LAYER},10)", "--method=smoothgrad", "--steps=4",
+                    f"--output={tmp_path / 'cat_sg.png'}", f"--weights={weights_dir}")
+    assert proc.returncode == 0, proc.stderr
+    raw = np.load(tmp_path / "cat_sg.npy")
+    overlay = image_io.read_image(tmp_path / "cat_sg.png")[0]
+    assert raw.shape == cat.shape[:2] and overlay.shape == cat.shape and (raw >= 0).all()
+    text = image_io.read_png_metadata(tmp_path / "cat_sg.png")["dream_jax_map"]
+    assert str(tmp_path) not in text and json.loads(text)["attribution"]["input"] == "cat.png"
+
+
+def test_transparency_is_the_accumulated_pixel_gradient(params, cat):
+    pictures = np.stack([cat[:, :64], cat[:, 32:]])
+    channels = [3, 40]
+    plain = transparency.transparency(params, pictures, LAYER, channels, samples=1,
+                                      transform_name="none")
+    for picture, channel, got in zip(pictures, channels, plain):
+        def mean_channel(p):
+            x = preprocess.to_model(p * 255.0, preprocess.DREAM_MEAN_BGR)[None]
+            return googlenet.apply(params, x, (LAYER,))[LAYER][0, ..., channel].mean()
+        grad = jax.grad(mean_channel)(jnp.asarray(picture, jnp.float32) / 255.0)
+        np.testing.assert_allclose(got, np.abs(np.asarray(grad)).sum(-1), rtol=1e-4,
+                                   atol=1e-6 * np.abs(grad).max())
+    jittered = transparency.transparency(params, pictures, LAYER, channels, samples=4)
+    assert jittered.shape == (2, 64, 64) and (jittered >= 0).all()
+    assert not np.allclose(jittered[0] / 4, plain[0])  # the transformations moved it
+
+
+def test_visualize_writes_a_transparency_map_beside_each_picture(weights_dir, tmp_path):
+    proc = run_main("visualize", "--layer=inception_3a/output", "--channels=1,4", "--size=32",
+                    "--steps=2", "--transparency", f"--output_dir={tmp_path}",
+                    f"--weights={weights_dir}")
+    assert proc.returncode == 0, proc.stderr
+    for c in (1, 4):
+        picture = image_io.read_image(tmp_path / f"inception_3a-output_c{c}.png")[0]
+        rgb, alpha = image_io.read_image(tmp_path / f"inception_3a-output_c{c}_transparency.png")
+        raw = np.load(tmp_path / f"inception_3a-output_c{c}_transparency.npy")
+        np.testing.assert_array_equal(rgb, picture)
+        assert alpha is not None and alpha.shape == raw.shape == picture.shape[:2]
+        assert alpha.max() == 255 and alpha.min() < 255  # it says where, not everywhere
+
+
+def test_channels_as_data_give_what_the_objective_gives(params, cat):
+    pair = np.stack([cat, cat[::-1]])
+    for method in ("grad_x_input", "smoothgrad"):
+        both = attribution.attribute_channels(params, pair, LAYER, [3, 40], method, steps=2)
+        for i, c in enumerate((3, 40)):
+            alone = attribution.attribute(params, pair[i:i + 1], objectives.channel(LAYER, c),
+                                          method, steps=2)[0]
+            if method == "grad_x_input":  # smoothgrad's noise is drawn per batch position
+                np.testing.assert_allclose(both[i], alone, rtol=1e-4,
+                                           atol=1e-4 * np.abs(alone).max())
+            assert both[i].shape == cat.shape[:2] and np.isfinite(both[i]).all()
