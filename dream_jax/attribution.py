@@ -58,8 +58,9 @@ def objective_values(params, images, weights, *, terms, kernels="native"):
     """(B,) objective values for images (B, H, W, 3) in model space."""
     acts = googlenet.apply(params, images, objectives.layers_of(terms), kernels)
     acts = {**acts, objectives.INPUT: images}
-    return objectives.evaluate_batch(terms, jnp.broadcast_to(weights, (len(images),
-                                                                       len(terms))), acts, {})
+    per_image = jax.tree.map(lambda w: jnp.broadcast_to(w, (len(images), *jnp.shape(w))),
+                             weights)  # one objective's bindings (or weights) for every image
+    return objectives.evaluate_batch(terms, per_image, acts, {})
 
 
 _values = jax.jit(objective_values, static_argnames=("terms", "kernels"))
@@ -127,6 +128,13 @@ def attribute_channels(params, rgb, layer: str, channels, method: str = "integra
     return np.asarray(maps)
 
 
+def _structure(objective):
+    """The objective's slots (what compiles) and its bindings (indices and
+    weights, data): a new channel, class or weight reuses the program."""
+    slots = objectives.slots_of([objective])
+    return slots, jax.tree.map(lambda a: jnp.asarray(a)[0], objectives.bind([objective], slots))
+
+
 def attribute(params, rgb, objective, method: str = "integrated_gradients", steps: int = 32,
               noise: float = 0.15, seed: int = 0, kernels: str = "auto",
               name: str = "image") -> np.ndarray:
@@ -141,8 +149,7 @@ def attribute(params, rgb, objective, method: str = "integrated_gradients", step
     single = rgb.ndim == 3
     batch = rgb[None] if single else rgb
     check_size(name, *batch.shape[1:3], objective)
-    terms = objectives.union_terms([objective])
-    weights = jnp.asarray(objectives.weight_matrix([objective], terms)[0])
+    terms, weights = _structure(objective)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(batch))
     maps = attribution_maps(params, jnp.asarray(preprocess.to_model(batch, MEAN)), weights,
                             keys, jnp.float32(noise), terms=terms, method=method, steps=steps,
@@ -167,8 +174,7 @@ def deletion_curve(params, rgb, objective, saliency, fractions=np.linspace(0, 1,
     (H, W, 3) with the baseline (mean colour), one fraction per value: all
     fractions in one call."""
     objective = check_objective(objective)
-    terms = objectives.union_terms([objective])
-    weights = jnp.asarray(objectives.weight_matrix([objective], terms)[0])
+    terms, weights = _structure(objective)
     x = preprocess.to_model(np.asarray(rgb), MEAN)
     removed = deletion_masks(np.asarray(saliency), list(fractions))[..., None] * x[None]
     return np.asarray(_values(params, jnp.asarray(removed), weights, terms=terms,

@@ -60,6 +60,23 @@ def to_model(rgb):
     return jnp.asarray(preprocess.to_model(rgb, preprocess.DREAM_MEAN_BGR))
 
 
+@contextlib.contextmanager
+def compilations():
+    """The names of the programs XLA compiles (or loads) inside the block
+    (jax's public monitoring events)."""
+    import jax
+    names = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            names.append(kwargs.get("fun_name"))
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+
+
 class PicklePayload:
     """A pickle that creates `marker` when unpickled: the program must never run it."""
     def __init__(self, marker):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from dream_jax import attribution, googlenet, image_io, objectives, preprocess, transparency
 from dream_jax.errors import UserError
-from tests.conftest import assert_one_line_error, run_main
+from tests.conftest import assert_one_line_error, compilations, run_main
 
 LAYER = "inception_3a/output"
 
@@ -157,3 +157,12 @@ def test_channels_as_data_give_what_the_objective_gives(params, cat):
                 np.testing.assert_allclose(both[i], alone, rtol=1e-4,
                                            atol=1e-4 * np.abs(alone).max())
             assert both[i].shape == cat.shape[:2] and np.isfinite(both[i]).all()
+
+
+def test_a_new_channel_or_class_reuses_the_compiled_attribution(params, cat):
+    """Indices are data: only the objective's structure compiles."""
+    attribution.attribute(params, cat, f"channel({LAYER},1)", method="gradient")
+    with compilations() as compiled:
+        for objective in (f"channel({LAYER},2)", f"channel({LAYER},40)", f"0.3*channel({LAYER},5)"):
+            attribution.attribute(params, cat, objective, method="gradient")
+    assert not [name for name in compiled if "attribution_maps" in name], compiled

@@ -1,43 +1,25 @@
 """The research loop: a new channel, neuron, class or weight reuses the compiled
 programs (only an objective's structure compiles), in a process and from disk,
 with the pixels of a program compiled for that one index."""
-import contextlib
 import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
 import dream_jax
 from dream_jax import compile_cache, deepdream, gradients, objectives, preprocess, visualize
 from dream_jax.config import DreamConfig
 from dream_jax.objectives import ObjectiveError
+from tests.conftest import compilations, smooth_photo
 
 LAYER = "inception_3a/output"  # shallow: quick to compile on 2 cores
 TWO_OCTAVES = DreamConfig(octave_n=2, iter_n=2)
 
 
 def _photo(seed=0, size=(64, 80)):
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (size[0] // 8, size[1] // 8, 3)).astype(np.uint8)
-    return np.asarray(Image.fromarray(small).resize(size[::-1], Image.BICUBIC))
-
-
-@contextlib.contextmanager
-def compilations():
-    """The names of the programs XLA compiles (or loads) inside the block."""
-    names = []
-
-    def listen(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            names.append(kwargs.get("fun_name"))
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        yield names
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
+    return smooth_photo(seed, size)
 
 
 @pytest.fixture
