@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from dream_jax.errors import UserError
+from dream_jax.outputs import same_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 
@@ -80,16 +81,9 @@ def check_output_dir(spec: str, output_dir: Path) -> None:
     if is_list_file(spec):
         return
     folders = {path.parent for path in _listed(spec)} if not Path(spec).is_dir() else {Path(spec)}
-    if any(_same(folder, output_dir) for folder in folders):
+    if any(same_file(folder, output_dir) for folder in folders):
         raise UserError(f"output folder {output_dir} is the input folder: outputs would be "
                         f"taken as inputs on the next run; choose another --output_dir")
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _names(paths: list[Path]) -> list[str]:
@@ -115,7 +109,7 @@ def entries(spec: str, objective_texts: list[str], output_dir: Path) -> Iterator
         taken[name] = path
         outputs = tuple((text, output_dir / f"{name}{suffix}.png")
                         for text, suffix in zip(objective_texts, suffixes))
-        if any(_same(path, output) for _, output in outputs):
+        if any(same_file(path, output) for _, output in outputs):
             return Entry(index, path, error=f"{path} would be its own output; "
                                             f"choose another --output_dir")
         return Entry(index, path, outputs)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dream_jax import image_io, record
 from dream_jax.errors import UserError
+from dream_jax.outputs import same_file
 
 _CHUNK = 1 << 20
 
@@ -54,7 +55,7 @@ def locate(what: str, name: str | None, given: str | None, digest: str | None,
         raise UserError(f"cannot replay: {png}: recorded {what} name {name!r} is not a bare "
                         f"file name")
     folders = [png.parent, Path(".")]
-    if _same_folder(*folders):
+    if same_file(*folders):
         folders = folders[:1]
     for folder in folders:
         if sha256_of(folder / name) == digest:
@@ -63,9 +64,3 @@ def locate(what: str, name: str | None, given: str | None, digest: str | None,
                     f"{png.name} or in the working directory (missing, or changed since); "
                     f"pass --{what}=FILE")
 
-
-def _same_folder(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
