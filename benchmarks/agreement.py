@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image
 
 import dream_jax
-from dream_jax import gradients, objectives
-from dream_jax.config import DreamConfig
+from dream_jax.engine import gradients
+from dream_jax import objectives
+from dream_jax.engine.config import DreamConfig
 
 ONE_STEP = dict(octave_n=1, iter_n=1, jitter=0)
 

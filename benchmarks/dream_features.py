@@ -12,7 +12,7 @@ import numpy as np
 from absl import app, flags
 
 import dream_jax
-from dream_jax import weights
+from dream_jax.model import weights
 
 _SIZE = flags.DEFINE_string("size", "512x384", "WIDTHxHEIGHT.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Steps in the octave.")

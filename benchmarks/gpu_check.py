@@ -50,7 +50,7 @@ import jax
 
 import dream_jax
 from benchmarks import harness
-from dream_jax import classify, weights
+from dream_jax.model import classify, weights
 from dream_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -42,9 +42,11 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from dream_jax import caffe_ops, compile_cache, deepdream, gradients, objectives, preprocess
-from dream_jax.config import DreamConfig
-from dream_jax import weights as weights_lib
+from dream_jax.model import caffe_ops, preprocess
+from dream_jax.engine import compile_cache, deepdream, gradients
+from dream_jax import objectives
+from dream_jax.engine.config import DreamConfig
+from dream_jax.model import weights as weights_lib
 from dream_jax.errors import UserError
 
 IMPLS = ("jax", "torch", "torch_compile")

@@ -17,8 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export
 
-from dream_jax import classify, deepdream, googlenet, gradients, objectives, visualize
-from dream_jax.config import DreamConfig
+from dream_jax.model import classify, googlenet
+from dream_jax.engine import deepdream, gradients
+from dream_jax import objectives
+from dream_jax.vis import visualize
+from dream_jax.engine.config import DreamConfig
 
 PLATFORMS = ("cuda", "rocm", "tpu", "cpu")
 _SIZE = 96  # big enough for inception_4c, small enough to lower in seconds

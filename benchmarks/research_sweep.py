@@ -28,9 +28,10 @@ import torch
 import dream_jax
 from benchmarks import agreement, harness
 from benchmarks import torch_reference as ref
-from dream_jax import compile_cache, preprocess
-from dream_jax.config import DreamConfig
-from dream_jax.weights import store
+from dream_jax.engine import compile_cache
+from dream_jax.model import preprocess
+from dream_jax.engine.config import DreamConfig
+from dream_jax.model.weights import store
 
 LAYER = "inception_4c/output"
 CONFIG = DreamConfig(iter_n=5)

@@ -16,7 +16,7 @@ from PIL import Image  # noqa: E402
 TORCH_READY = time.perf_counter()
 
 from benchmarks import torch_reference  # noqa: E402  (imports dream_jax's layer tables: jax)
-from dream_jax.weights import store  # noqa: E402
+from dream_jax.model.weights import store  # noqa: E402
 
 JAX_IMPORTED = time.perf_counter()
 

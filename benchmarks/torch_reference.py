@@ -14,9 +14,9 @@ import torch
 import torch._dynamo
 import torch.nn.functional as F
 
-from dream_jax import deepdream as jax_deepdream
-from dream_jax import googlenet, preprocess
-from dream_jax.config import DreamConfig
+from dream_jax.engine import deepdream as jax_deepdream
+from dream_jax.model import googlenet, preprocess
+from dream_jax.engine.config import DreamConfig
 
 Params = dict[str, tuple[torch.Tensor, torch.Tensor]]
 

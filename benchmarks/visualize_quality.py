@@ -18,7 +18,9 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from dream_jax import googlenet, objectives, parameterize, visualize, weights
+from dream_jax.model import googlenet, weights
+from dream_jax import objectives
+from dream_jax.vis import parameterize, visualize
 
 _PHOTOS = flags.DEFINE_string("photos", "../shared/data", "Folder of .jpg photos.")
 _LAYER = flags.DEFINE_string("layer", "inception_4c/output", "Layer.")

@@ -14,7 +14,8 @@ import time
 import jax
 from absl import app, flags
 
-from dream_jax import visualize, weights
+from dream_jax.vis import visualize
+from dream_jax.model import weights
 
 _N = flags.DEFINE_integer("n", 8, "Channels.")
 _SIZE = flags.DEFINE_integer("size", 96, "Picture side.")

@@ -7,6 +7,6 @@ __version__ = "0.2.0"
 
 from dream_jax import objectives  # noqa: E402
 from dream_jax.api import dream  # noqa: E402
-from dream_jax.config import DreamConfig  # noqa: E402
+from dream_jax.engine.config import DreamConfig  # noqa: E402
 
 __all__ = ["dream", "DreamConfig", "objectives", "__version__"]

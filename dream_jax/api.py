@@ -10,9 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from dream_jax import deepdream, googlenet, objectives, preprocess
-from dream_jax import devices as devices_
-from dream_jax.config import DreamConfig
+from dream_jax.engine import deepdream
+from dream_jax.model import googlenet, preprocess
+from dream_jax import objectives
+from dream_jax.engine import devices as devices_
+from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 
 
@@ -86,7 +88,7 @@ def dream(image, objective="inception_4c/output", params=None, config: DreamConf
     `regions` [(mask, objective), ...] dreams a different objective in each
     (then `objective` is not used). Compiled octaves are cached on disk (see
     compile_cache)."""
-    from dream_jax import weights  # only when no params are given
+    from dream_jax.model import weights  # only when no params are given
     params = weights.load_params() if params is None else params
     config = (config or DreamConfig()).replace(**overrides)
     single_image = np.ndim(image) == 3

@@ -11,7 +11,8 @@ from typing import Callable, Mapping
 
 from absl import app, flags, logging
 
-from dream_jax import caffe_ops, compile_cache
+from dream_jax.model import caffe_ops
+from dream_jax.engine import compile_cache
 from dream_jax.errors import UserError, one_line
 
 

@@ -5,8 +5,9 @@ import dataclasses
 
 from absl import flags
 
-from dream_jax import image_io, objectives, render
-from dream_jax.config import DreamConfig
+from dream_jax.io import image_io
+from dream_jax import objectives, render
+from dream_jax.engine.config import DreamConfig
 
 _DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
 

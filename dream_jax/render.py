@@ -22,11 +22,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dream_jax import (__version__, api, deepdream, image_io, objectives, replay_files,
-                       weights)
-from dream_jax import build, record as records
-from dream_jax.outputs import check_folder, check_output, same_file  # noqa: F401 -- API
-from dream_jax.config import DreamConfig
+from dream_jax import __version__, api, objectives
+from dream_jax.engine import deepdream
+from dream_jax.io import image_io, replay_files
+from dream_jax.model import weights
+from dream_jax.io import build, record as records
+from dream_jax.io.outputs import check_folder, check_output, same_file  # noqa: F401 -- API
+from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 
 METADATA_KEY = "dream_jax"

@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image
 
 from dream_jax import api
-from dream_jax.config import DreamConfig
-from dream_jax.atomic import atomic_output
+from dream_jax.engine.config import DreamConfig
+from dream_jax.io.atomic import atomic_output
 
 
 def zoom_in(rgb: np.ndarray, factor: float) -> np.ndarray:

@@ -13,7 +13,8 @@ from absl import flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is not installed
 from benchmarks import agreement  # noqa: E402
-from dream_jax import cli, weights  # noqa: E402
+from dream_jax import cli  # noqa: E402
+from dream_jax.model import weights
 from dream_jax.errors import UserError  # noqa: E402
 
 _INPUT = flags.DEFINE_string("input", None, "Photo to compare on (resized to each size).",

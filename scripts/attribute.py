@@ -5,7 +5,9 @@
 """
 from absl import flags
 
-from dream_jax import attribution, cli, image_io
+from dream_jax.workbench import attribution
+from dream_jax import cli
+from dream_jax.io import image_io
 
 _INPUT = flags.DEFINE_string("input", None, "Image file (any format Pillow reads).", required=True)
 _OBJECTIVE = flags.DEFINE_string("objective", None, "Objective in the grammar, e.g. 'class(281)' "

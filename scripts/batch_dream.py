@@ -17,7 +17,9 @@ import sys
 
 from absl import flags
 
-from dream_jax import batch, cli, distributed, objectives, summary, weights
+from dream_jax.scale import batch, distributed, summary
+from dream_jax import cli, objectives
+from dream_jax.model import weights
 from dream_jax import flags as dream_flags
 from dream_jax.errors import UserError, WeightsError
 
@@ -96,7 +98,7 @@ def main():
     _check_classes(texts, make_request.weights_dir.value)
     ray_options = None
     if _ENGINE.value == "ray":
-        from dream_jax import ray_engine
+        from dream_jax.scale import ray_engine
         ray_options = ray_engine.RayOptions(_RAY_ADDRESS.value, _RAY_ACTORS.value,
                                             _RAY_CPUS.value, _RAY_GPUS.value)
     summary_ = batch.run_batch(_INPUTS.value, _OUTPUT_DIR.value, make_request(None, texts[0]),

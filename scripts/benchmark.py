@@ -13,7 +13,8 @@ from absl import flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is not installed
 from benchmarks import harness  # noqa: E402
-from dream_jax import cli, config  # noqa: E402
+from dream_jax import cli  # noqa: E402
+from dream_jax.engine import config
 
 _IMPL = flags.DEFINE_list("impl", list(harness.IMPLS), f"Implementations: {', '.join(harness.IMPLS)}.")
 _SIZES = flags.DEFINE_list("sizes", ["224", "512", "1024"], "Square image sides.")

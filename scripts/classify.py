@@ -6,7 +6,9 @@ import json
 
 from absl import flags
 
-from dream_jax import classify, cli, image_io, weights
+from dream_jax.model import classify, weights
+from dream_jax import cli
+from dream_jax.io import image_io
 from dream_jax.errors import UserError
 
 _INPUT = flags.DEFINE_string("input", None, "Image file (any format Pillow reads).", required=True)

@@ -11,7 +11,7 @@ GoogLeNet-architecture Caffe model with any class count (e.g. Places365).
 from absl import flags
 
 from dream_jax import cli
-from dream_jax.weights import convert, store
+from dream_jax.model.weights import convert, store
 
 _SOURCE = flags.DEFINE_string(
     "source", None, "Path or http(s) URL: a .caffemodel file, or the folder/base URL of the "

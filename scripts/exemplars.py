@@ -6,7 +6,10 @@
 """
 from absl import flags
 
-from dream_jax import cli, exemplars, image_io, weights
+from dream_jax import cli
+from dream_jax.workbench import exemplars
+from dream_jax.io import image_io
+from dream_jax.model import weights
 
 _LAYER = flags.DEFINE_multi_string("layer", None, "Layer to mine (repeatable).", required=True)
 _INPUTS = flags.DEFINE_string("inputs", None, "A folder, a glob or a list file of images.",

@@ -4,7 +4,8 @@
 """
 from absl import flags
 
-from dream_jax import cli, googlenet
+from dream_jax import cli
+from dream_jax.model import googlenet
 
 _HEIGHT = flags.DEFINE_integer("height", googlenet.INPUT_SIZE, "Input height.", lower_bound=1)
 _WIDTH = flags.DEFINE_integer("width", googlenet.INPUT_SIZE, "Input width.", lower_bound=1)

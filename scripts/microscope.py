@@ -7,7 +7,8 @@ faithfulness scores of every channel, as a static site (open SITE/index.html).
 """
 from absl import flags
 
-from dream_jax import attribution, cli, microscope
+from dream_jax.workbench import attribution, microscope
+from dream_jax import cli
 
 _D = microscope.Job(layers=("inception_4c/output",))
 _LAYERS = flags.DEFINE_list("layers", None, "Comma-separated layers.", required=True)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from absl import flags
 
-from dream_jax import (cli, optimizers, parameterize, transforms, transparency, visualize,
-                       weights)
+from dream_jax import cli
+from dream_jax.engine import optimizers
+from dream_jax.vis import parameterize, transforms, transparency, visualize
+from dream_jax.model import weights
 from dream_jax.errors import UserError
 
 _D = visualize.Settings()

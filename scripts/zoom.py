@@ -9,7 +9,9 @@ from pathlib import Path
 from absl import flags
 from tqdm import tqdm
 
-from dream_jax import api, cli, image_io, objectives, render, weights, zoom
+from dream_jax import api, cli, objectives, render, zoom
+from dream_jax.io import image_io
+from dream_jax.model import weights
 from dream_jax.errors import UserError
 from dream_jax import flags as dream_flags
 

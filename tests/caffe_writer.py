@@ -1,5 +1,5 @@
 """Writes a Caffe `NetParameter` (.caffemodel) holding given per-layer blobs:
-the tests' source of .caffemodel files for `dream_jax.weights.caffe_proto`.
+the tests' source of .caffemodel files for `dream_jax.model.weights.caffe_proto`.
 
 Field numbers are from caffe.proto: those the reader lists, plus
 NetParameter name = 1, LayerParameter type = 2 (string) and

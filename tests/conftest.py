@@ -56,7 +56,7 @@ def save_noise(path, size: tuple[int, int] = (72, 96), seed: int = 0) -> Path:
 def to_model(rgb):
     """uint8 RGB -> the dream's model space, as a jax array."""
     import jax.numpy as jnp
-    from dream_jax import preprocess
+    from dream_jax.model import preprocess
     return jnp.asarray(preprocess.to_model(rgb, preprocess.DREAM_MEAN_BGR))
 
 
@@ -111,7 +111,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def weights_dir(shared_weights, tmp_path_factory) -> Path:
-    from dream_jax.weights import convert
+    from dream_jax.model.weights import convert
     out = tmp_path_factory.mktemp("weights")
     convert.convert(str(shared_weights), out, progress=False)
     return out
@@ -119,7 +119,7 @@ def weights_dir(shared_weights, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def params(weights_dir):
-    from dream_jax import weights
+    from dream_jax.model import weights
     return weights.load_params(weights_dir)
 
 
@@ -171,7 +171,7 @@ _BASE_FLAGS = frozenset(absl_flags.FLAGS)  # absl's own (logging, app, help)
 _JAX_OPTIONS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
                 "jax_persistent_cache_min_compile_time_secs",
                 "jax_persistent_cache_min_entry_size_bytes")
-_MODULE_GLOBALS = {"dream_jax.compile_cache": ("_folder", "_compiled")}
+_MODULE_GLOBALS = {"dream_jax.engine.compile_cache": ("_folder", "_compiled")}
 
 
 def _drop_script_flags() -> None:

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import attribution, googlenet, image_io, objectives, preprocess, transparency
+from dream_jax.workbench import attribution
+from dream_jax.model import googlenet, preprocess
+from dream_jax.io import image_io
+from dream_jax import objectives
+from dream_jax.vis import transparency
 from dream_jax.errors import UserError
 from tests.conftest import assert_one_line_error, compilations, run_main
 

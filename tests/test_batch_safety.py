@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import atomic, batch, image_io, inputs, render
-from dream_jax.config import DreamConfig
+from dream_jax.io import atomic, image_io, inputs
+from dream_jax.scale import batch
+from dream_jax import render
+from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 from tests.test_untrusted_files import _photo
 

@@ -8,7 +8,7 @@ from tests.conftest import TORCH_ABSENT, assert_one_line_error, run_main, run_sc
 
 pytest.importorskip("torch", reason=TORCH_ABSENT)
 
-from dream_jax import googlenet  # noqa: E402
+from dream_jax.model import googlenet  # noqa: E402
 
 
 def conv_flops(height: int, width: int, layer: str = "inception_4c/output") -> int:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from dream_jax import caffe_ops
+from dream_jax.model import caffe_ops
 from dream_jax.errors import UserError
 
 KERNEL_PATHS = ["custom", "native"]

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from dream_jax import classify, weights
+from dream_jax.model import classify, weights
 from tests.conftest import assert_one_line_error, run_main
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -30,7 +30,7 @@ def test_coffee_photo_is_coffee(params, labels):
 
 
 def test_flowers_photo_is_a_flower_or_insect(params, labels, shared_data):
-    from dream_jax import image_io
+    from dream_jax.io import image_io
     top = classify.classify(params, image_io.read_image(shared_data / "flowers.jpg")[0], labels, 3)
     # yellow lady's slipper, daisy; bee and butterflies visit them
     assert top[0]["index"] in {985, 986, 309, 321, 322, 323, 324, 325, 326}, top

@@ -9,8 +9,8 @@ import pytest
 from absl import logging
 
 import dream_jax
-from dream_jax import compile_cache
-from dream_jax.config import DreamConfig
+from dream_jax.engine import compile_cache
+from dream_jax.engine.config import DreamConfig
 from tests.conftest import QUICK_LAYER as LAYER, smooth_photo as _photo
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,9 @@ import optax
 import pytest
 
 import dream_jax
-from dream_jax import api, config as config_lib, deepdream, gradients, objectives
-from dream_jax.config import DreamConfig
+from dream_jax import api, objectives
+from dream_jax.engine import config as config_lib, deepdream, gradients
+from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 
 from tests.conftest import QUICK_LAYER as LAYER, smooth_photo as _photo, to_model as _model
@@ -148,7 +149,7 @@ def test_an_octave_is_one_compiled_call_whatever_its_steps(params):
     image = _photo(size=(104, 88))
     before = _value(params, image, LAYER)
     config = FAST.replace(step_size=1.25)  # a compilation of this test's own
-    from dream_jax import compile_cache
+    from dream_jax.engine import compile_cache
     compiled = len(compile_cache._compiled)
     outs = [dream(image, LAYER, params, config=config.replace(iter_n=n)) for n in (1, 7)]
     dream(image, LAYER, params, config=config.replace(octave_n=2))

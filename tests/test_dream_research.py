@@ -7,8 +7,10 @@ import pytest
 from PIL import Image
 
 import dream_jax
-from dream_jax import deepdream, lapnorm, objectives, preprocess, render
-from dream_jax.config import DreamConfig
+from dream_jax.engine import deepdream, lapnorm
+from dream_jax import objectives, render
+from dream_jax.model import preprocess
+from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 from tests.conftest import assert_one_line_error, run_main, smooth_photo
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import image_io, render
+from dream_jax.io import image_io
+from dream_jax import render
 from tests.conftest import QUICK_FLAGS as FAST, assert_one_line_error, run_main, run_script
 from tests.conftest import save_noise as _save
 

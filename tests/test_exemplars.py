@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import exemplars, googlenet, image_io, preprocess, receptive, topk
+from dream_jax.workbench import exemplars, topk
+from dream_jax.model import googlenet, preprocess, receptive
+from dream_jax.io import image_io
 from tests.conftest import ROOT, assert_one_line_error, run_main
 
 LAYERS = ("inception_3a/output", "inception_3b/output")

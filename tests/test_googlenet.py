@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dream_jax import googlenet
+from dream_jax.model import googlenet
 
 
 def test_parameter_count_matches_published_model():

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 import dream_jax
-from dream_jax import deepdream, googlenet, gradients, objectives
+from dream_jax.engine import deepdream, gradients
+from dream_jax.model import googlenet
+from dream_jax import objectives
 from dream_jax.errors import UserError
-from dream_jax.config import DreamConfig
+from dream_jax.engine.config import DreamConfig
 from tests.conftest import QUICK_LAYER as LAYER, smooth_photo as _photo, to_model as _model
 
 FAST = DreamConfig(octave_n=1, iter_n=2)

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import api, classify, errors, image_io, render
-from dream_jax.config import DreamConfig
+from dream_jax import api, errors, render
+from dream_jax.model import classify
+from dream_jax.io import image_io
+from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import ImageError, UserError
 from tests.conftest import assert_one_line_error, run_main
 from tests.test_untrusted_files import _photo

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import image_io, scores, site
+from dream_jax.io import image_io
+from dream_jax.workbench import scores, site
 from tests.conftest import assert_one_line_error, run_main
 
 pytestmark = pytest.mark.slow  # the site is built once per module: minutes on 2 cores

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dream_jax import objective_parser
+from dream_jax.objectives import parser
 from dream_jax import objectives as obj
 from dream_jax.objectives import ObjectiveError
 
@@ -293,7 +293,7 @@ def test_the_largest_objective_parses_quickly():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("x" * (objective_parser.MAX_TEXT + 1), "at most 100,000"),
+    ("x" * (parser.MAX_TEXT + 1), "at most 100,000"),
     (" + ".join(["tv()"] * (obj.MAX_TERMS + 1)), f"at most {obj.MAX_TERMS} terms"),
     ("1e39*channel(inception_4c/output,1)", "outside float32's range"),
     ("1e-46*channel(inception_4c/output,1)", "underflows float32"),

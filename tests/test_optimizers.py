@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from dream_jax import optimizers
+from dream_jax.engine import optimizers
 from dream_jax.errors import UserError
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import classify, googlenet, preprocess, weights
+from dream_jax.model import classify, googlenet, preprocess, weights
 from dream_jax.errors import WeightsError
-from dream_jax.weights import convert
+from dream_jax.model.weights import convert
 from tests.caffe_writer import write_net
 from tests.conftest import assert_one_line_error, caffe_layers, run_main
 
@@ -219,7 +219,7 @@ def test_class_out_of_range_is_one_line(places_weights, tmp_path):
 
 @pytest.mark.slow  # one compiled octave of gradient steps at 224 (~7 s here)
 def test_dreams_with_the_last_class(places_weights, tmp_path):
-    from dream_jax import image_io
+    from dream_jax.io import image_io
     rgb = skimage_data.chelsea()[:224, 100:324]
     Image.fromarray(rgb).save(tmp_path / "cat.png")
     out = tmp_path / "out.png"

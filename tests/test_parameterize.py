@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from dream_jax import parameterize as P
+from dream_jax.vis import parameterize as P
 from dream_jax.errors import UserError
 
 

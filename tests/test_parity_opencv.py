@@ -11,8 +11,8 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 skimage_data = pytest.importorskip("skimage.data")
 
-from dream_jax import googlenet, preprocess, weights  # noqa: E402
-from dream_jax.weights import convert  # noqa: E402
+from dream_jax.model import googlenet, preprocess, weights  # noqa: E402
+from dream_jax.model.weights import convert  # noqa: E402
 
 pytestmark = pytest.mark.slow  # parity: full forward passes in two frameworks
 
@@ -38,7 +38,7 @@ def caffemodel_params(caffemodel, shared_weights, tmp_path_factory):
 
 
 def _photos(shared_data):
-    from dream_jax import image_io
+    from dream_jax.io import image_io
     yield "sky", image_io.read_image(shared_data / "sky1024px.jpg")[0]
     yield "flowers", image_io.read_image(shared_data / "flowers.jpg")[0]
     yield "chelsea", skimage_data.chelsea()

@@ -24,9 +24,10 @@ from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dream_jax import deepdream as engine
-from dream_jax import image_io, render
-from dream_jax.config import DreamConfig
+from dream_jax.engine import deepdream as engine
+from dream_jax.io import image_io
+from dream_jax import render
+from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import ImageError, UserError
 from tests.conftest import ROOT
 

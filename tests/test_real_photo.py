@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 import dream_jax
-from dream_jax import googlenet, image_io, preprocess
+from dream_jax.model import googlenet, preprocess
+from dream_jax.io import image_io
 
 LAYER = "inception_4c/output"  # the default objective: L2 of this layer
 SHORT = {"octave_n": 2, "iter_n": 3}

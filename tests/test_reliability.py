@@ -30,9 +30,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import image_io, render, weights
+from dream_jax.io import image_io
+from dream_jax import render
+from dream_jax.model import weights
 from dream_jax.errors import ImageError, WeightsError
-from dream_jax.weights import convert
+from dream_jax.model.weights import convert
 from tests.conftest import QUICK_FLAGS as FAST, ROOT, PicklePayload, assert_one_line_error
 from tests.conftest import run_main, run_script, save_noise as _save, smooth_photo
 
@@ -504,7 +506,7 @@ def test_loader_never_unpickles_what_the_manifest_points_to(weights_dir, tmp_pat
 
 def _dead_conv1_channel(params, rgb: np.ndarray) -> int:
     """A conv1 channel that is exactly zero everywhere on this image: its gradient is 0."""
-    from dream_jax import googlenet, preprocess
+    from dream_jax.model import googlenet, preprocess
     acts = np.asarray(googlenet.apply(params, preprocess.to_model(rgb)[None],
                                       ("conv1/7x7_s2",))["conv1/7x7_s2"][0])
     dead = np.flatnonzero((acts == 0).all(axis=(0, 1)))

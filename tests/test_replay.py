@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import build, image_io, render
-from dream_jax.config import DreamConfig
+from dream_jax.io import build, image_io
+from dream_jax import render
+from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 from tests.conftest import save_noise
 

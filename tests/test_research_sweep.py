@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 import dream_jax
-from dream_jax import compile_cache, deepdream, gradients, objectives, preprocess, visualize
-from dream_jax.config import DreamConfig
+from dream_jax.engine import compile_cache, deepdream, gradients
+from dream_jax import objectives
+from dream_jax.model import preprocess
+from dream_jax.vis import visualize
+from dream_jax.engine.config import DreamConfig
 from dream_jax.objectives import ObjectiveError
 from tests.conftest import compilations, smooth_photo
 

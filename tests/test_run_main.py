@@ -132,7 +132,7 @@ if __name__ == "__main__":
 
 def _process_state() -> dict:
     import jax
-    compile_cache = sys.modules.get("dream_jax.compile_cache")
+    compile_cache = sys.modules.get("dream_jax.engine.compile_cache")
     return {
         "flags": sorted(flags.FLAGS), "parsed": flags.FLAGS.is_parsed(),
         "root_handlers": logging.root.handlers[:], "root_level": logging.root.level,

@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import batch, devices, distributed, inputs, render, stream, summary
-from dream_jax.config import DreamConfig
+from dream_jax.scale import batch, distributed, summary
+from dream_jax.engine import devices
+from dream_jax.io import inputs, stream
+from dream_jax import render
+from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 from tests.conftest import ROOT, assert_one_line_error, run_main
 
@@ -266,7 +269,7 @@ _SHARDED = """
 import sys
 import jax, numpy as np
 from dream_jax import api, deepdream, objectives, weights
-from dream_jax.config import DreamConfig
+from dream_jax.engine.config import DreamConfig
 params = weights.load_params(sys.argv[1])
 assert jax.device_count() == 4
 images = np.random.default_rng(0).integers(0, 256, (13, 40, 48, 3), dtype=np.uint8)
@@ -463,7 +466,7 @@ RAY_POOL = dict(actors=2, cpus_per_actor=0.5)
 def _ray_job(folder, out, request, weights_dir, batch_size) -> tuple[threading.Thread, dict]:
     """`run_batch(engine="ray")` on a thread (a hung pool fails the test, not CI):
     the thread and where its summary or exception lands."""
-    from dream_jax import ray_engine
+    from dream_jax.scale import ray_engine
     result: dict = {}
 
     def job():
@@ -500,7 +503,7 @@ def test_ray_dreams_the_bytes_and_summary_of_the_local_engine(weights_dir, tmp_p
     local = batch.run_batch(str(folder), str(tmp_path / "local"), _request(), batch_size=2,
                             weights_dir=weights_dir, progress=False, log=lambda *a, **k: None)
     on_ray = _finished(*_ray_job(folder, tmp_path / "ray", _request(), weights_dir, 2))
-    from dream_jax import ray_engine
+    from dream_jax.scale import ray_engine
     with pytest.raises(UserError, match="need 3 CPUs; the cluster has 2"):  # would wait forever
         batch.run_batch(str(folder), str(tmp_path / "refused"), _request(), engine="ray",
                         ray_options=ray_engine.RayOptions(actors=3), progress=False)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import googlenet, preprocess, scores
+from dream_jax.model import googlenet, preprocess
+from dream_jax.workbench import scores
 
 LAYER = "inception_3b/output"
 
@@ -67,7 +68,7 @@ def test_scores_are_computed_as_defined(params, naturals):
 
 
 def test_scores_go_into_the_png_and_keep_the_rest(tmp_path):
-    from dream_jax import image_io
+    from dream_jax.io import image_io
     rgb = np.random.default_rng(1).integers(0, 255, (8, 8, 3), dtype=np.uint8)
     image_io.write_png(tmp_path / "v.png", rgb, None, {"dream_jax": "{}"})
     scores.write_into_png(tmp_path / "v.png", {"activation_ratio": 2.5})

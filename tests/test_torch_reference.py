@@ -9,8 +9,10 @@ from tests.conftest import TORCH_ABSENT
 
 torch = pytest.importorskip("torch", reason=TORCH_ABSENT)
 from benchmarks import torch_reference as ref  # noqa: E402
-from dream_jax import deepdream, googlenet, gradients, objectives, preprocess  # noqa: E402
-from dream_jax.config import DreamConfig  # noqa: E402
+from dream_jax.engine import deepdream, gradients  # noqa: E402
+from dream_jax.model import googlenet, preprocess
+from dream_jax import objectives
+from dream_jax.engine.config import DreamConfig  # noqa: E402
 
 pytestmark = pytest.mark.slow  # parity: dreams and forward passes in two frameworks
 

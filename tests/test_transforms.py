@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from dream_jax import transforms as T
+from dream_jax.vis import transforms as T
 from dream_jax.errors import UserError
 
 IMAGE = np.random.default_rng(0).random((21, 21, 3)).astype(np.float32)

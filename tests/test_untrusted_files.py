@@ -22,10 +22,12 @@ import pytest
 from absl import logging
 from PIL import Image, PngImagePlugin
 
-from dream_jax import compile_cache, errors, image_io, record, render, replay_files
-from dream_jax.config import DreamConfig
+from dream_jax.engine import compile_cache
+from dream_jax import errors, render
+from dream_jax.io import image_io, record, replay_files
+from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import ImageError, UserError, WeightsError
-from dream_jax.weights import store
+from dream_jax.model.weights import store
 from tests.conftest import assert_one_line_error, run_main
 
 NO_WEIGHTS = "--weights=/nonexistent"

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax import googlenet, image_io, objectives, prerelu, visualize
+from dream_jax.model import googlenet, prerelu
+from dream_jax.io import image_io
+from dream_jax import objectives
+from dream_jax.vis import visualize
 from dream_jax.errors import UserError
 from tests.conftest import assert_one_line_error, run_main
 

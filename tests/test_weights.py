@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from dream_jax import weights
+from dream_jax.model import weights
 from dream_jax.errors import WeightsError
-from dream_jax.weights import convert, store
+from dream_jax.model.weights import convert, store
 from tests.caffe_writer import write_net
 from tests.conftest import PicklePayload, assert_one_line_error, caffe_layers, run_main
 

@@ -1,0 +1,1 @@
+"""The dream engine: the octave loop, gradients, update rules, config, compilation and placement."""

@@ -1,0 +1,1 @@
+"""Files: images in and out, atomic writes, input folders, records and replay."""

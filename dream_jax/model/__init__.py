@@ -1,0 +1,1 @@
+"""The network: GoogLeNet in Flax, its Caffe ops, geometry, preprocessing and weights."""

@@ -1,0 +1,1 @@
+"""Feature visualisation: parameterisations, transformations and the optimisation of channels."""

@@ -1,0 +1,348 @@
+"""Feature visualisation: a picture, from noise, that maximises one channel.
+
+Where a dream amplifies whatever a photo already excites, a visualisation asks
+what a channel responds to most: start from a near-grey parameterised image
+(`parameterize`), and follow the gradient of `channel(layer, c)` (plus any
+penalties) with an optax optimiser (`optimizers`), through random
+transformations (`transforms`) so the result is robust rather than
+adversarial. That is lucid's `render_vis`, with its defaults: decorrelated
+Fourier image, Adam at 0.05, the standard transforms.
+
+Many channels run as one batch: every item has its own parameters, key and
+optimiser state (vmapped), and all steps run in one jitted `fori_loop`, so
+there is no Python loop over steps or channels and no host round trip per
+step. Batches are chunked to fit memory (`gradients.gradient_bytes`).
+
+An item's randomness is `fold_in(fold_in(seed, channel), copy)`, so a picture
+does not depend on which other channels shared its run, except through batch
+terms (diversity) and floating-point order: replay therefore re-runs the
+recorded chunk, and on CPU gives the same pixels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from pathlib import Path
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dream_jax import __version__, objectives, render
+from dream_jax.model import caffe_ops, googlenet, prerelu, preprocess, weights
+from dream_jax.engine import deepdream, gradients, optimizers
+from dream_jax.io import image_io
+from dream_jax.vis import parameterize, transforms
+from dream_jax.io import build, record as records
+from dream_jax.errors import UserError
+
+METADATA_KEY = render.METADATA_KEY
+MIN_SIDE = render.MIN_SIDE
+MAX_SIZE = 10_000  # a side of image_io.DEFAULT_MAX_PIXELS: checked before anything is allocated
+CONTACT_SHEET = "contact_sheet.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything but the channel that determines a visualisation's pixels
+    (hashable: it is static to jit). Checked when made."""
+    layer: str = "inception_4c/output"
+    size: int = 128
+    steps: int = 256
+    param: str = "decorrelated"
+    optimizer: str = "adam"
+    learning_rate: float = 0.05
+    schedule: str = "constant"
+    transforms: str = "standard"
+    objective_extra: str = ""     # text grammar, added to every item's objective
+    seed: int = 0
+    copies: int = 1               # pictures per channel (with diversity: different ones)
+    pre_relu: bool = True         # maximise the channel before its ReLU (see prerelu)
+
+    def __post_init__(self):
+        objectives.channel(self.layer, 0)  # unknown layer ("did you mean"), or no channels
+        parameterize.get(self.param)
+        optimizers.make(self.optimizer, self.learning_rate, self.schedule, max(self.steps, 1))
+        transform = transforms.by_name(self.transforms)
+        if self.objective_extra.strip():
+            extra = objectives.parse(self.objective_extra)
+            if extra.needs_guide or any(isinstance(t, objectives.InputDistance)
+                                        for t in extra.terms):
+                raise UserError("objective_extra: guide() and input_distance() compare with an "
+                                "input image; a visualisation starts from noise")
+        checks = [(self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+                  (MIN_SIDE <= self.size <= MAX_SIZE,
+                   f"size must be in {MIN_SIDE}..{MAX_SIZE}, got {self.size}"),
+                  (self.copies >= 1, f"copies must be >= 1, got {self.copies}"),
+                  (self.copies * self.size ** 2 <= image_io.DEFAULT_MAX_PIXELS,
+                   f"{self.copies} copies of {self.size}x{self.size} are over "
+                   f"{image_io.DEFAULT_MAX_PIXELS:,} pixels in one call"),
+                  (0 <= self.seed <= render.MAX_SEED,
+                   f"seed must be in 0..{render.MAX_SEED}, got {self.seed}")]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        h, w = transforms.output_shape(transform, self.size, self.size)
+        if not deepdream.fits_network(h, w, self.objective(0).layers):
+            raise UserError(f"size {self.size} is too small for {self.objective(0).layers[-1]} "
+                            f"(the network sees {w}x{h} after the transforms); use a bigger "
+                            f"--size or a shallower layer")
+
+    def objective(self, channel: int) -> objectives.Objective:
+        """Item `channel`'s objective in the grammar's terms (for checks and the
+        taps it reads); `optimize` takes the channel before its ReLU when
+        `uses_pre_relu`."""
+        extra = self.objective_extra.strip()
+        base = objectives.channel(self.layer, channel)
+        return base + objectives.parse(extra) if extra else base
+
+    @property
+    def uses_pre_relu(self) -> bool:
+        return self.pre_relu and prerelu.branches(self.layer) is not None
+
+
+def parse_channels(text: str, layer: str) -> tuple[int, ...]:
+    """`A:B` (A..B-1, like Python), `A,B,C`, a single `C`, or `all`; each checked."""
+    n = googlenet.layer_shapes(googlenet.INPUT_SIZE, googlenet.INPUT_SIZE)[layer][-1]
+    text = text.strip()
+    try:
+        if text == "all":
+            channels = tuple(range(n))
+        elif ":" in text:
+            start, stop = (int(p) for p in text.split(":"))
+            if start >= stop:
+                raise UserError(f"channels {text!r} is empty: A:B means channels A..B-1, A < B")
+            channels = tuple(range(start, stop))
+        else:
+            channels = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise UserError(f"channels {text!r}: expected A:B, a comma list or 'all'") from None
+    for c in channels:
+        objectives.channel(layer, c)  # one-line "out of range" error
+    if len(set(channels)) != len(channels):
+        raise UserError(f"channels {text!r} repeats a channel")
+    return channels
+
+
+def to_model_space(rgb01):
+    """RGB in [0, 1] -> the network's input (BGR, 0..255, dream mean subtracted)."""
+    return preprocess.to_model(rgb01 * 255.0, preprocess.DREAM_MEAN_BGR)
+
+
+@functools.partial(jax.jit, static_argnames=("terms", "settings", "kernels"))
+def optimize(params, channels, weights, keys, *, terms, settings: Settings, kernels: str):
+    """Pictures (B, H, W, 3) in [0, 1], item b maximising channel channels[b] of
+    settings.layer plus the extra `terms` (slots) with their Bindings `weights`
+    (leading axis B), started and transformed from keys[b]. Channels and the
+    bindings are data: one compilation for any of them. All steps run in one
+    fori_loop."""
+    param = parameterize.get(settings.param)
+    transform = transforms.by_name(settings.transforms)
+    optimizer = optimizers.make(settings.optimizer, settings.learning_rate, settings.schedule,
+                                settings.steps)
+    layer = settings.layer
+    main_taps = prerelu.source_taps(layer) if settings.uses_pre_relu else (layer,)
+    needed = {t.layer for t in terms} | set(main_taps)
+    layers = tuple(name for name in googlenet.LAYERS if name in needed)
+    init_keys, step_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    z = jax.vmap(lambda k: jax.tree.map(lambda a: a[0], param.init(k, 1, settings.size))
+                 )(init_keys)
+
+    def loss(z, keys):
+        rgb = jax.vmap(transform)(keys, param.to_image(z, settings.size))
+        x = to_model_space(rgb)
+        acts = {**googlenet.apply(params, x, layers, kernels), objectives.INPUT: x}
+        if settings.uses_pre_relu:
+            value = jax.vmap(lambda a, c: prerelu.channel_map(params, a, layer, c).mean()
+                             )(acts, channels)
+        else:
+            value = jax.vmap(lambda a, c: jnp.take(a, c, axis=-1).mean())(acts[layer], channels)
+        if terms:
+            value = value + objectives.evaluate_batch(terms, weights, acts, {})
+        return -jnp.sum(value)
+
+    def step(i, carry):
+        z, state = carry
+        grads = jax.grad(loss)(z, jax.vmap(jax.random.fold_in, (0, None))(step_keys, i))
+        updates, state = jax.vmap(optimizer.update)(grads, state, z)  # per item (lamb's norms)
+        return optax.apply_updates(z, updates), state
+
+    z, _ = jax.lax.fori_loop(0, settings.steps, step, (z, jax.vmap(optimizer.init)(z)))
+    return param.to_image(z, settings.size)
+
+
+def item_key(seed: int, channel: int, copy: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), channel), copy)
+
+
+def render_channels(params, settings: Settings, channels, kernels: str = "auto") -> np.ndarray:
+    """uint8 pictures (len(channels) * copies, size, size, 3), channel-major, in one call.
+    The program is the settings' (less the seed) and the extra terms' structure:
+    other channels, seeds and indices inside `objective_extra` reuse it."""
+    items = [(c, k) for c in channels for k in range(settings.copies)]
+    extra = ([objectives.parse(settings.objective_extra)] if settings.objective_extra.strip()
+             else [])
+    slots = objectives.slots_of(extra)
+    bindings = objectives.bind((extra or [objectives.Objective()]) * len(items), slots)
+    keys = jnp.stack([item_key(settings.seed, c, k) for c, k in items])
+    program = dataclasses.replace(settings, objective_extra="", seed=0, copies=1)
+    images = optimize(params, jnp.asarray([c for c, _ in items], jnp.int32),
+                      jax.tree.map(jnp.asarray, bindings), keys, terms=slots,
+                      settings=program, kernels=caffe_ops.resolve_kernels(kernels))
+    return preprocess.to_uint8(np.asarray(images) * 255.0)
+
+
+def chunk_channels(settings: Settings, batch: int = 0, budget: int = 0) -> int:
+    """Channels per compiled call: `batch` pictures if given, else as many as
+    fit `budget` bytes (0: gradients.default_budget()); copies stay together."""
+    if batch < 0:
+        raise UserError(f"batch must be >= 0 (0: as many as fit memory), got {batch}")
+    if batch == 0:
+        h, w = transforms.output_shape(transforms.by_name(settings.transforms),
+                                       settings.size, settings.size)
+        deepest = settings.objective(0).layers[-1]
+        batch = (budget or gradients.default_budget()) // gradients.gradient_bytes(h, w, deepest)
+    return max(1, batch // settings.copies)
+
+
+def file_name(layer: str, channel: int, copy: int = 0, copies: int = 1) -> str:
+    suffix = f"_{copy}" if copies > 1 else ""
+    return f"{layer.replace('/', '-')}_c{channel}{suffix}.png"
+
+
+def metadata(settings: Settings, channel: int, copy: int, chunk, kernels: str,
+             weights_sha256: str) -> dict[str, str]:
+    """PNG text: the settings, this picture's channel/copy, the chunk it ran in
+    (replay re-runs it), weights sha256, version. No paths."""
+    record = {"schema": records.SCHEMA, "version": __version__, "weights_sha256": weights_sha256,
+              "backend": jax.default_backend(), "build": build.current(), "kernels": kernels,
+              "visualization": {**dataclasses.asdict(settings), "channel": channel,
+                                "copy": copy, "chunk": list(chunk)}}
+    return {METADATA_KEY: json.dumps(record, sort_keys=True),
+            "Software": f"dream_jax {__version__}"}
+
+
+def contact_sheet(images, labels, columns: int = 0) -> np.ndarray:
+    """The pictures on a grid, each labelled underneath (PIL's default font)."""
+    from PIL import Image, ImageDraw, ImageFont
+    n, h, w = len(images), images[0].shape[0], images[0].shape[1]
+    columns = columns or math.ceil(math.sqrt(n))
+    rows, label_h, gap = math.ceil(n / columns), 14, 4
+    sheet = Image.new("RGB", (columns * (w + gap) + gap, rows * (h + label_h + gap) + gap),
+                      "white")
+    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
+    for i, (image, label) in enumerate(zip(images, labels)):
+        x = gap + (i % columns) * (w + gap)
+        y = gap + (i // columns) * (h + label_h + gap)
+        sheet.paste(Image.fromarray(image), (x, y))
+        draw.text((x + 2, y + h + 1), label, fill="black", font=font)
+    return np.asarray(sheet)
+
+
+def _record_sha(weights_dir) -> str:
+    return weights.read_manifest(weights_dir)["sha256"]
+
+
+def run(settings: Settings, channels, output_dir, weights_dir=None, params=None,
+        batch: int = 0, kernels: str = "auto", progress=None) -> dict:
+    """One PNG per picture in `output_dir` and `contact_sheet.png`; returns a summary.
+    `progress(done, total)` is called after each chunk."""
+    output_dir = render.check_folder(output_dir)
+    per_call = chunk_channels(settings, batch)
+    sha = _record_sha(weights_dir)
+    params = weights.load_params(weights_dir) if params is None else params
+    params = jax.device_put(params)
+    kernels = caffe_ops.resolve_kernels(kernels)
+    written, thumbs, labels = [], [], []
+    for chunk in iter_chunks(channels, per_call):
+        images = render_channels(params, settings, chunk, kernels)
+        for i, (c, k) in enumerate((c, k) for c in chunk for k in range(settings.copies)):
+            path = output_dir / file_name(settings.layer, c, k, settings.copies)
+            image_io.write_png(path, images[i], None,
+                               metadata(settings, c, k, chunk, kernels, sha))
+            written.append(path)
+            thumbs.append(images[i])
+            labels.append(f"c{c}" + (f"/{k}" if settings.copies > 1 else ""))
+        if progress:
+            progress(len(written) // settings.copies, len(channels))
+    sheet = contact_sheet(thumbs, labels)
+    sheet_meta = {METADATA_KEY: json.dumps({"version": __version__, "contact_sheet": {
+        "layer": settings.layer, "channels": list(channels), "files": [p.name for p in written]}},
+        sort_keys=True)}
+    image_io.write_png(output_dir / CONTACT_SHEET, sheet, None, sheet_meta)
+    return {"files": written, "contact_sheet": output_dir / CONTACT_SHEET,
+            "chunk": min(per_call, len(channels))}
+
+
+def _record_spec() -> records.Obj:
+    """The schema of a visualisation record (see `metadata`)."""
+    index = records.Int(0, 2**31 - 1)
+    vis = records.fields_spec(Settings, {"channel": index, "copy": index,
+                                         "chunk": records.List(index)})
+    return records.Obj({"weights_sha256": records.Sha256(), "kernels": records.Str(16),
+                        "visualization": vis},
+                       {"schema": records.Int(1), "version": records.Str(64),
+                        "backend": records.Str(64), "build": records.Table()})
+
+
+def read_record(png) -> dict:
+    """The visualisation record stored in a picture written by `run`, checked
+    against its schema."""
+    text = image_io.read_png_metadata(png).get(METADATA_KEY)
+    if text is None or '"visualization"' not in text:
+        raise UserError(f"{png}: not a feature visualisation written by dream_jax "
+                        f"(no {METADATA_KEY} visualization metadata)")
+    record = records.loads(text, _record_spec(), str(png))
+    vis = record["visualization"]
+    if vis["channel"] not in vis["chunk"]:
+        raise UserError(f"{png}: bad dream_jax metadata: channel {vis['channel']} is not in "
+                        f"its chunk")
+    if vis["copy"] >= vis["copies"]:
+        raise UserError(f"{png}: bad dream_jax metadata: copy {vis['copy']} of "
+                        f"{vis['copies']}")
+    return record
+
+
+def replay(png, output_dir, weights_dir=None, params=None) -> Path:
+    """Re-run the picture stored in `png` (its whole chunk, as recorded) and write
+    it under its own name in `output_dir`; returns the path."""
+    record = read_record(png)
+    output_dir = render.check_folder(output_dir)
+    if record["weights_sha256"] != _record_sha(weights_dir):
+        raise UserError("cannot replay: the picture was made with different weights "
+                        f"(sha256 {record['weights_sha256']})")
+    build.warn_if_other(record, "the picture")
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    vis = record["visualization"]
+    settings = Settings(**{k: v for k, v in vis.items() if k in fields})
+    kernels = caffe_ops.resolve_kernels(record["kernels"])
+    params = weights.load_params(weights_dir) if params is None else params
+    chunk = tuple(vis["chunk"])
+    for channel in chunk:
+        settings.objective(channel)  # every channel in range, before anything runs
+    images = render_channels(jax.device_put(params), settings, chunk, kernels)
+    index = chunk.index(vis["channel"]) * settings.copies + vis["copy"]
+    path = output_dir / file_name(settings.layer, vis["channel"], vis["copy"], settings.copies)
+    image_io.write_png(path, images[index], None,
+                       metadata(settings, vis["channel"], vis["copy"], chunk, kernels,
+                                record["weights_sha256"]))
+    return path
+
+
+def channel_means(params, rgb, layer: str, kernels: str = "native") -> np.ndarray:
+    """(B, C) mean activation of every channel of `layer` over positions, for RGB
+    pictures (uint8 or [0, 1] floats, (B, H, W, 3))."""
+    rgb = np.asarray(rgb)
+    rgb01 = rgb.astype(np.float32) / (255.0 if rgb.dtype == np.uint8 else 1.0)
+    acts = googlenet.apply(params, jnp.asarray(to_model_space(rgb01)), (layer,), kernels)
+    return np.asarray(acts[layer].mean(axis=(1, 2)))
+
+
+def iter_chunks(channels, per_call: int) -> Iterator[tuple[int, ...]]:
+    """`channels` in runs of `per_call` (the last may be shorter)."""
+    for start in range(0, len(channels), per_call):
+        yield tuple(channels[start:start + per_call])

@@ -1,5 +1,0 @@
-"""Weights: conversion from the published forms, and verified loading."""
-from dream_jax.weights.store import (default_dir, load_labels, load_params, num_classes,
-                                     read_manifest)
-
-__all__ = ["default_dir", "load_labels", "load_params", "num_classes", "read_manifest"]

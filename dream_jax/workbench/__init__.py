@@ -1,0 +1,1 @@
+"""The interpretability workbench: exemplars, attribution, scores and the microscope site."""
