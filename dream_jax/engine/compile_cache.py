@@ -123,7 +123,7 @@ def enable(folder: str | Path | None) -> None:
 
 @functools.cache
 def _source_digest() -> str:
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # the whole dream_jax package
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())

@@ -44,7 +44,7 @@ OTHER_LABELS_FILE = "labels.txt"
 def default_dir() -> Path:
     """$DREAM_JAX_WEIGHTS, else the project's `weights/` folder."""
     env = os.environ.get("DREAM_JAX_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "weights"
 
 
 def flat_key(layer: str, leaf: str) -> str:
