@@ -43,16 +43,19 @@ def _abstract(tree):
 
 
 def _octave(kernels: str, gradient) -> Callable[[tuple[str, ...]], export.Exported]:
-    """The dream octave for a batch of two images, as `deepdream` compiles it: the
+    """A dream level for a batch of two images, as `deepdream` compiles it (the
+    detail of the level below zoomed on, then the octave's steps): the
     objectives' structure static, their indices and weights bound as data."""
     batch = [objectives.parse(f"{_LAYER} + 0.5*channel({_LAYER},{c})") for c in (3, 7)]
     slots = objectives.slots_of(batch)
     bindings = _abstract(objectives.bind(batch, slots))
     config = deepdream.StepConfig.of(DreamConfig(kernels=kernels))
+    scalar = jax.ShapeDtypeStruct((), jnp.int32)
+    below = (_f32(2, _SIZE * 5 // 7, _SIZE * 5 // 7, 3),) * 2
     args = (googlenet.abstract_params(), _f32(2, _SIZE, _SIZE, 3), bindings, {},
-            jax.ShapeDtypeStruct((2, 2), jnp.uint32), jax.ShapeDtypeStruct((), jnp.int32))
+            jax.ShapeDtypeStruct((2, 2), jnp.uint32), scalar, scalar, below)
     static = dict(terms=slots, gradient=gradient, config=config)
-    return lambda platforms: export.export(deepdream.dream_octave, platforms=platforms)(
+    return lambda platforms: export.export(deepdream.dream_level, platforms=platforms)(
         *args, **static)
 
 
@@ -80,8 +83,8 @@ def programs() -> list[Program]:
     tiles = gradients.Tiles(32, halo, stride)
     found = []
     for kernels in ("custom", "native"):
-        found.append(Program(f"dream_octave[whole,{kernels}]", _octave(kernels, gradients.Whole())))
-        found.append(Program(f"dream_octave[tiles,{kernels}]", _octave(kernels, tiles)))
+        found.append(Program(f"dream_level[whole,{kernels}]", _octave(kernels, gradients.Whole())))
+        found.append(Program(f"dream_level[tiles,{kernels}]", _octave(kernels, tiles)))
         found.append(Program(f"visualize.optimize[{kernels}]", _visualization(kernels)))
     found.append(Program("classify.probabilities", _classification))
     return found

@@ -38,7 +38,7 @@ def test_cached_steps_dream_the_same_pixels_and_load_without_tracing(params, cac
     plain = _dream(params)
     compile_cache.enable(cache)
     np.testing.assert_array_equal(_dream(params), plain)
-    (entry,) = (cache / "exported").glob("dream_octave-*.jaxexport")
+    (entry,) = (cache / "exported").glob("dream_level-*.jaxexport")
     compile_cache.enable(cache)  # as a new process: nothing held in memory
     monkeypatch.setattr(compile_cache.export, "export", _never_traced)
     np.testing.assert_array_equal(_dream(params), plain)

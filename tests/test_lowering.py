@@ -19,7 +19,7 @@ def test_lower_only_lowers_every_program_for_cuda_and_tpu():
             assert line.startswith("ok") and "StableHLO" in line and "KiB" in line
     assert lines[-1] == "lowering: every program lowered for cuda, tpu"
     names = {p.name for p in lowering.programs()}
-    assert {"dream_octave[whole,custom]", "dream_octave[tiles,native]",
+    assert {"dream_level[whole,custom]", "dream_level[tiles,native]",
             "visualize.optimize[native]", "classify.probabilities"} <= names
 
 

@@ -33,7 +33,7 @@ def cache(tmp_path):
 
 
 def _entries(folder):
-    return sorted(folder.glob("dream_octave-*.jaxexport"))
+    return sorted(folder.glob("dream_level-*.jaxexport"))
 
 
 def test_a_sweep_over_channels_and_weights_compiles_once_per_octave_shape(params, cache):
@@ -104,7 +104,7 @@ def test_out_of_range_indices_are_refused_before_anything_compiles(params):
                               ("class(1000)", "this model has 1000 classes")]:
             with pytest.raises(ObjectiveError, match=message):
                 dream_jax.dream(_photo(size=(224, 224)), text, params, config=TWO_OCTAVES)
-    assert not [name for name in seen if "dream_octave" in name or "call" in name]
+    assert not [name for name in seen if "dream_level" in name or "call" in name]
 
 
 @pytest.mark.slow

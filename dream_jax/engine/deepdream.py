@@ -7,9 +7,9 @@
                 one below; dream from the smallest up, carrying the *detail*
                 (dreamed minus original) to the next level.
 
-One octave of a batch is one compiled call (`dream_octave`: a loop over steps
-of a vmapped `make_step`), so the hot path has no Python loop and no host
-round-trip. Each image carries its own PRNG key and its objective's weights and
+One octave of a batch is one compiled call (`dream_level`: the detail of the
+level below zoomed on, then `dream_octave`, a loop over steps of a vmapped
+`make_step`), so the hot path has no Python loop and no host round-trip. Each image carries its own PRNG key and its objective's weights and
 indices (data: only the objectives' structure compiles, see objectives): N
 images x M objectives dream in one call, a new channel or class reuses the
 compiled octaves, and a batch gives the pixels of the same images dreamed one
@@ -222,6 +222,33 @@ def _structure(objective_list, masks):
     return slots, objectives.stack([objectives.bind(r, slots) for r in regions])
 
 
+@functools.partial(jax.jit, static_argnames=("shapes",))
+def pyramid(images, shapes: tuple[tuple[int, int], ...]):
+    """The octave bases, full size first: each the one before it zoomed (the
+    notebook's pyramid), in one call."""
+    bases = [images]
+    for shape in shapes[1:]:
+        bases.append(zoom(bases[-1], shape))
+    return bases
+
+
+@functools.partial(jax.jit, static_argnames=("terms", "gradient", "config"))
+def dream_level(params, base, weights, data, keys, octave, steps, below=None, masks=None, *,
+                terms, gradient, config: StepConfig):
+    """One level of the pyramid in one call: the detail dreamed on the level
+    below (`below`: its dreamed image and its base) zoomed onto `base`, then
+    `dream_octave`; the keys are folded with the octave's index (data). Region
+    `masks` (B, H, W, K) come at full size and are zoomed here."""
+    shape = base.shape[1:3]
+    image = base if below is None else base + zoom(below[0] - below[1], shape)
+    keys = jax.vmap(jax.random.fold_in, (0, None))(keys, octave)
+    if masks is not None:
+        masks = jnp.moveaxis(zoom(masks, shape), -1, 1)[..., None]
+    return dream_octave(params, image, weights, data, keys, steps,
+                        base if needs_reference(terms) else None, masks,
+                        terms=terms, gradient=gradient, config=config)
+
+
 def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(),
               keys=None, data=None, on_octave=None, masks=None):
     """The octave loop. images: (B, H, W, 3) model space; objective_list: one
@@ -265,40 +292,35 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     place = (lambda x: jax.device_put(x, sharding)) if sharding else (lambda x: x)
     weights, keys = place(weights), place(keys)
     per_device = batch // len(sharding.device_set) if sharding else batch  # memory is per device
-    with_reference = needs_reference(slots)
+    masks = None if masks is None else place(jnp.asarray(masks, jnp.float32))
 
     def shaped(*shape):
         return jax.ShapeDtypeStruct((batch, *shape), jnp.float32, sharding=sharding)
-    compiling = iter(compile_cache.compile_ahead(dream_octave, [
+    runs = [fits_network(*shape, layers) for shape in shapes]
+    below_shapes = [None] + shapes[:-1]
+    compiling = iter(compile_cache.compile_ahead(dream_level, [
         (dict(terms=slots, config=StepConfig.of(config),
               gradient=gradient_for(shape, per_device, terms, config)),
-         (params, shaped(*shape, 3), weights, data, keys, steps,
-          shaped(*shape, 3) if with_reference else None,
-          None if masks is None else shaped(masks.shape[-1], *shape, 1)))
-        for shape in shapes if fits_network(*shape, layers)]))
-    octaves = [jnp.asarray(images, jnp.float32)]
+         (params, shaped(*shape, 3), weights, data, keys, jnp.int32(0), steps,
+          None if below is None else (shaped(*below, 3), shaped(*below, 3)),
+          None if masks is None else shaped(height, width, masks.shape[-1])))
+        for shape, below, run in zip(shapes, below_shapes, runs) if run]))
+    bases = pyramid(place(jnp.asarray(images, jnp.float32)), tuple(shapes[::-1]))
     del images  # large images: every image-sized copy counts
-    for shape in shapes[-2::-1]:
-        octaves.append(zoom(octaves[-1], shape))
-    masks = None if masks is None else jnp.asarray(masks, jnp.float32)
-    detail = None  # dreamed minus base, carried up the pyramid
-    for octave, shape in enumerate(shapes):
-        base = octaves.pop()  # smallest first; dropped once its octave has run
-        image = base if detail is None else base + zoom(detail, shape)
-        if fits_network(*shape, layers):
-            octave_keys = place(jax.vmap(jax.random.fold_in, (0, None))(keys, octave))
-            octave_masks = None if masks is None else place(
-                jnp.moveaxis(zoom(masks, shape), -1, 1)[..., None])
-            image = next(compiling).result()(params, place(image), weights, data, octave_keys,
-                                             steps, place(base) if with_reference else None,
-                                             octave_masks)
+    below = None  # the level below: (its dreamed image, its base)
+    for octave, (shape, run) in enumerate(zip(shapes, runs)):
+        base = place(bases.pop())  # smallest first; dropped once its octave has run
+        if run:
+            image = next(compiling).result()(params, base, weights, data, keys,
+                                             jnp.int32(octave), steps, below, masks)
         else:
             logging.warning("skipping octave %d: %dx%d is too small for %s", octave,
                             shape[1], shape[0], layers[-1])
+            image = base if below is None else base + zoom(below[0] - below[1], shape)
         if on_octave:
             jax.block_until_ready(image)  # so progress reports finished work
             on_octave(octave, config.iter_n)
-        detail = image - base if octaves else None
+        below = (place(image), base)
     if masks is not None:  # black keeps the input exactly, grey blends
         image = base + jnp.clip(jnp.sum(masks, -1, keepdims=True), 0, 1) * (image - base)
     return image  # the last octave's image itself, as the notebook returns it
