@@ -1,4 +1,4 @@
-"""The prepared GPU check (issue 13): accelerator against CPU, then the benchmarks that matter.
+"""The prepared GPU check: accelerator against CPU, then the benchmarks that matter.
 
 A GPU is lent now and then, for minutes at a time, so one command has to do
 everything and hand back a record even when it is cut short:
@@ -144,7 +144,7 @@ def correctness(params, labels: list[str], dry_run: bool) -> dict:
 
 # --- the benchmark cases ---
 
-SHAPES = {  # the cases issue 13 names: (mode, size, batch)
+SHAPES = {  # the cases the GPU check times: (mode, size, batch)
     "batch": ("step", 224, 64),
     "large": ("step", 1024, 8),
     "octave": ("octave", 1024, 1),

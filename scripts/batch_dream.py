@@ -53,7 +53,7 @@ _RAY_ACTORS = flags.DEFINE_integer("ray_actors", 1, "Actors in the pool (each ho
 _RAY_CPUS = flags.DEFINE_float("ray_cpus_per_actor", 1, "CPUs Ray reserves for each actor.")
 _RAY_GPUS = flags.DEFINE_float("ray_gpus_per_actor", 0, "GPUs Ray gives each actor (1 on GPU "
                                "nodes); --devices then picks among them.")
-# Accepted so that older job scripts run; processes no longer connect to each other.
+# Accepted and ignored, so that job scripts written for peer-connected processes run.
 _DEPRECATED = [flags.DEFINE_string("coordinator_address", None, "Deprecated, ignored."),
                flags.DEFINE_float("join_timeout", None, "Deprecated, ignored."),
                flags.DEFINE_float("peer_timeout", None, "Deprecated, ignored.")]
@@ -67,7 +67,7 @@ def _check_classes(texts, weights_dir):
         return
     try:
         classes = weights.num_classes(weights_dir)
-    except WeightsError:  # missing or bad weights: reported when they are needed, as before
+    except WeightsError:  # missing or bad weights: reported where they are loaded
         return
     for objective in parsed:
         objectives.check_classes(objective, classes)

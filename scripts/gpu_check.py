@@ -1,4 +1,4 @@
-"""The prepared GPU check (issue 13): accelerator vs CPU correctness, then the benchmarks.
+"""The prepared GPU check: accelerator vs CPU correctness, then the benchmarks.
 
   make gpu-check GPU_CHECK_OUT=DIR    # PYTHONPATH=. python3 scripts/gpu_check.py --out=DIR
   python scripts/gpu_check.py --dry_run --out=/tmp/check   # CPU, tiny sizes: the whole path

@@ -1,4 +1,4 @@
-"""The prepared GPU check (issue 13), on the CPU: its dry run end to end, the plan it
+"""The prepared GPU check, on the CPU: its dry run end to end, the plan it
 would run on a GPU, and how it records what fails, times out or does not fit."""
 import json
 import os

@@ -131,7 +131,7 @@ def test_loading_checks_the_classifier_against_the_manifest(places_weights, tmp_
         (copy / "manifest.json").write_text(json.dumps({**manifest, "num_classes": wrong}))
         with pytest.raises(WeightsError, match=message):
             weights.load_params(copy)
-    del manifest["num_classes"]  # a manifest from before issue 11 means 1000 classes
+    del manifest["num_classes"]  # a manifest without num_classes means 1000 classes
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(WeightsError, match=r"expected \(1000,\)"):
         weights.load_params(copy)

@@ -1,4 +1,4 @@
-"""Scale (issues 12, 20): streamed batches, sharding over devices, several
+"""Scale: streamed batches, sharding over devices, several
 processes with no coordinator, and the Ray engine."""
 import json
 import os

@@ -3,8 +3,7 @@
 The BVLC GoogLeNet is `bvlc_googlenet.safetensors` with `synset_words.txt`;
 another GoogLeNet-architecture model (e.g. Places365) is named after its source
 file, with `labels.txt`. The manifest names both files and records the class
-count (`num_classes`; a manifest without it is from before other models were
-accepted, and means 1000).
+count (`num_classes`; a manifest without it means 1000, the BVLC GoogLeNet's).
 
 Loading verifies, in order: the manifest exists and is a JSON object, the
 file's sha256 matches it, every parameter is present, float32, with the shape
@@ -135,8 +134,8 @@ def read_manifest(weights_dir: Path | None = None) -> dict:
 
 
 def manifest_classes(manifest: dict, origin: str = MANIFEST_FILE) -> int:
-    """The model's class count from its manifest; 1000 for manifests from before
-    other models were accepted."""
+    """The model's class count from its manifest; 1000 (ImageNet's) when the
+    manifest does not say."""
     classes = manifest.get("num_classes", googlenet.NUM_CLASSES)
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise WeightsError(f"{origin}: num_classes must be a positive integer, not {classes!r}")
