@@ -255,6 +255,27 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None
         raise ImageError(f"{path}: cannot write output ({e.strerror or e})") from None
 
 
+RESIZE_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+                  "lanczos": Image.LANCZOS}
+
+
+def resize(pixels: np.ndarray, width: int, height: int, method: str = "bilinear",
+           box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """Pillow's resampling (antialiased when shrinking) of uint8 (H, W) / (H, W, 3)
+    pixels, or of float (H, W[, C]) planes one by one in mode F, so floats keep
+    their precision. `box` (left, top, right, bottom) resamples only that part
+    of the source, so a crop costs the output's memory, not the source's."""
+    resample = RESIZE_FILTERS[method]
+    pixels = np.asarray(pixels)
+    if pixels.dtype == np.uint8:
+        return np.asarray(Image.fromarray(pixels).resize((width, height), resample, box=box))
+    planes = pixels[..., None] if pixels.ndim == 2 else pixels
+    out = [np.asarray(Image.fromarray(np.ascontiguousarray(planes[..., c], np.float32), "F")
+                      .resize((width, height), resample, box=box))
+           for c in range(planes.shape[-1])]
+    return out[0] if pixels.ndim == 2 else np.stack(out, axis=-1)
+
+
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The text chunks before a PNG's pixel data (where `write_png` puts them),
     read without decoding the pixels; Pillow bounds each chunk's decompressed

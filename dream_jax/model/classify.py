@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from PIL import Image
 
+from dream_jax.io import image_io
 from dream_jax.model import googlenet, preprocess
 from dream_jax.errors import UserError
 
@@ -25,7 +25,7 @@ def center_crop_input(rgb: np.ndarray) -> np.ndarray:
     top, left = (new_h - size) // 2, (new_w - size) // 2
     sx, sy = new_w / width, new_h / height  # scaled pixels per source pixel
     box = (left / sx, top / sy, (left + size) / sx, (top + size) / sy)
-    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR, box=box))
+    return image_io.resize(rgb, size, size, "bilinear", box=box)
 
 
 @jax.jit

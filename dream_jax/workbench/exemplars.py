@@ -30,7 +30,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from dream_jax.io import atomic, image_io, inputs, stream
 from dream_jax.model import caffe_ops, googlenet, preprocess, receptive
@@ -96,7 +95,7 @@ def square(rgb: np.ndarray, size: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    resized = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
+    resized = image_io.resize(rgb, nw, nh, "bilinear")
     y, x = (nh - size) // 2, (nw - size) // 2
     return np.ascontiguousarray(resized[y:y + size, x:x + size])
 
