@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 from dream_jax.engine import deepdream
-from dream_jax.model import googlenet, preprocess
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model import preprocess
 from dream_jax import objectives
 from dream_jax.engine import devices as devices_
 from dream_jax.engine.config import DreamConfig
@@ -30,7 +31,7 @@ def guide_data(params, guide_rgb: np.ndarray | None, terms) -> dict:
             if not deepdream.fits_network(h, w, (term.layer,)):
                 raise UserError(f"guide image {w}x{h} is too small for {term.layer}")
             image = preprocess.to_model(guide_rgb, preprocess.DREAM_MEAN_BGR)[None]
-            acts = googlenet.apply(params, image, (term.layer,))[term.layer]
+            acts = NET.apply(params, image, (term.layer,))[term.layer]
             data[str(term)] = acts[0].reshape(-1, acts.shape[-1])
     return data
 

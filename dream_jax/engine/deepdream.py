@@ -28,7 +28,8 @@ import optax
 from absl import logging
 from jax import lax
 
-from dream_jax.model import caffe_ops, googlenet, preprocess
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model import caffe_ops, preprocess
 from dream_jax.engine import compile_cache, devices, gradients, lapnorm, optimizers
 from dream_jax import objectives
 from dream_jax.engine.config import DreamConfig
@@ -107,8 +108,8 @@ def objective_value(params, image, weights, data, terms, kernels: str, reference
     """The objective for one image (H, W, 3), in float32 whatever the network's dtype.
     Image terms see the image (and the octave's input, `reference`) in model space."""
     network_dtype = jax.tree.leaves(params)[0].dtype
-    acts = googlenet.apply(params, image[None].astype(network_dtype),
-                           objectives.layers_of(terms), kernels)
+    acts = NET.apply(params, image[None].astype(network_dtype),
+                     objectives.layers_of(terms), kernels)
     acts = {k: v[0].astype(jnp.float32) for k, v in acts.items()}
     acts[objectives.INPUT] = image
     if reference is not None:
@@ -191,7 +192,7 @@ def zoom(images, shape: tuple[int, int]):
 
 def fits_network(height: int, width: int, layers) -> bool:
     """Whether an image of this size reaches the deepest of `layers`."""
-    return not layers or googlenet.map_size(layers[-1], min(height, width)) >= 1
+    return not layers or NET.map_size(layers[-1], min(height, width)) >= 1
 
 
 def gradient_for(shape: tuple[int, int], batch: int, terms, config: DreamConfig):
@@ -253,7 +254,7 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
         raise UserError(f"{', '.join(coupled)} compares the images of a batch, which a dream "
                         f"takes one by one; use it in scripts/visualize.py")
     for objective in used:
-        objectives.check_classes(objective, googlenet.num_classes(params))
+        objectives.check_classes(objective, NET.num_classes(params))
     params = jax.device_put(params)  # once per dream, not per octave call (a placed tree stays)
     if not fits_network(height, width, layers):
         raise UserError(f"image {width}x{height} is too small for {layers[-1]}")

@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dream_jax.model import caffe_ops, googlenet, preprocess
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model import caffe_ops, preprocess
 from dream_jax import objectives, render
 from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
@@ -57,7 +58,7 @@ def check_size(name: str, height: int, width: int, objective: objectives.Objecti
 
 def objective_values(params, images, weights, *, terms, kernels="native"):
     """(B,) objective values for images (B, H, W, 3) in model space."""
-    acts = googlenet.apply(params, images, objectives.layers_of(terms), kernels)
+    acts = NET.apply(params, images, objectives.layers_of(terms), kernels)
     acts = {**acts, objectives.INPUT: images}
     per_image = jax.tree.map(lambda w: jnp.broadcast_to(w, (len(images), *jnp.shape(w))),
                              weights)  # one objective's bindings (or weights) for every image
@@ -109,7 +110,7 @@ def channel_maps(params, images, channels, keys, noise, *, layer: str, method: s
     per_point = jnp.repeat(channels, count)
 
     def total(points):
-        acts = googlenet.apply(params, points, (layer,), kernels)[layer]
+        acts = NET.apply(params, points, (layer,), kernels)[layer]
         return jnp.sum(jax.vmap(lambda a, c: jnp.take(a, c, axis=-1).mean())(acts, per_point))
 
     return _integrate(total, images, keys, noise, method, steps)

@@ -33,7 +33,8 @@ import numpy as np
 from PIL import Image
 
 from dream_jax.io import atomic, image_io, inputs, stream
-from dream_jax.model import caffe_ops, googlenet, preprocess, receptive
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model import caffe_ops, preprocess, receptive
 from dream_jax.engine import deepdream, devices as devices_
 from dream_jax import objectives, render
 from dream_jax.workbench import topk
@@ -68,7 +69,7 @@ class Settings:
 
     @property
     def ordered_layers(self) -> tuple[str, ...]:
-        return tuple(name for name in googlenet.LAYERS if name in self.layers)
+        return NET.in_order(self.layers)
 
 
 def input_root(spec: str) -> Path:
@@ -109,7 +110,7 @@ def load_square(path, size: int, max_pixels: int = image_io.DEFAULT_MAX_PIXELS) 
 def channel_stats(params, images, *, layers: tuple[str, ...], kernels: str = "native"):
     """{layer: (max, mean, argmax)} each (B, C), over the map's positions, for
     images (B, H, W, 3) in model space; argmax is a flat index y * W + x."""
-    acts = googlenet.apply(params, images, layers, kernels)
+    acts = NET.apply(params, images, layers, kernels)
     stats = {}
     for layer in layers:
         a = acts[layer].reshape(len(images), -1, acts[layer].shape[-1])
@@ -194,7 +195,7 @@ def mine(params, input_spec: str, output_dir, settings: Settings, batch_size: in
     size = devices_.padded_size(batch_size, len(chosen))
     kernels = caffe_ops.resolve_kernels(kernels)
     layers = settings.ordered_layers
-    shapes = googlenet.layer_shapes(settings.size, settings.size)
+    shapes = NET.layer_shapes(settings.size, settings.size)
     fingerprint = {"layers": list(layers), "top_k": settings.top_k, "size": settings.size,
                    "weights_sha256": weights_sha256}
     state = _State(settings, fingerprint, {layer: shapes[layer][-1] for layer in layers})
