@@ -13,7 +13,7 @@ round-trip. Each image carries its own PRNG key and its objective's weights and
 indices (data: only the objectives' structure compiles, see objectives): N
 images x M objectives dream in one call, a new channel or class reuses the
 compiled octaves, and a batch gives the pixels of the same images dreamed one
-by one. Images are in model space (`preprocess`).
+by one. Images are in model space (`Model.to_model`).
 """
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ from absl import logging
 from jax import lax
 
 from dream_jax.model import DEFAULT as NET
-from dream_jax.model import caffe_ops, preprocess
+from dream_jax.model import caffe_ops
 from dream_jax.engine import compile_cache, devices, gradients, lapnorm, optimizers
 from dream_jax import objectives
 from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 
 _EPS = 1e-8
-_LOW, _HIGH = -preprocess.DREAM_MEAN_BGR, 255.0 - preprocess.DREAM_MEAN_BGR
+_LOW, _HIGH = NET.to_model(np.zeros(3)), NET.to_model(np.full(3, 255.0))  # black, white
 
 
 def normalized_ascent(step_size: float, normalize: str = "mean_abs"

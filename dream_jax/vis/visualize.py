@@ -131,7 +131,7 @@ def parse_channels(text: str, layer: str) -> tuple[int, ...]:
 
 def to_model_space(rgb01):
     """RGB in [0, 1] -> the network's input (BGR, 0..255, dream mean subtracted)."""
-    return preprocess.to_model(rgb01 * 255.0, preprocess.DREAM_MEAN_BGR)
+    return NET.to_model(rgb01 * 255.0)
 
 
 @functools.partial(jax.jit, static_argnames=("terms", "settings", "kernels"))

@@ -34,7 +34,7 @@ from PIL import Image
 
 from dream_jax.io import atomic, image_io, inputs, stream
 from dream_jax.model import DEFAULT as NET
-from dream_jax.model import caffe_ops, preprocess, receptive
+from dream_jax.model import caffe_ops, receptive
 from dream_jax.engine import deepdream, devices as devices_
 from dream_jax import objectives, render
 from dream_jax.workbench import topk
@@ -43,7 +43,6 @@ from dream_jax.errors import UserError
 STATE_FILE = "exemplars_state.npz"
 RESULT_FILE = "exemplars.json"
 PATCH_DIR = "patches"
-MEAN = preprocess.DREAM_MEAN_BGR
 RANKINGS = ("max", "mean")  # what each top-k ranks by
 
 
@@ -212,7 +211,7 @@ def mine(params, input_spec: str, output_dir, settings: Settings, batch_size: in
     def run_batch(last_index: int) -> None:
         images = np.zeros((size, settings.size, settings.size, 3), np.float32)
         for i, item in enumerate(pending):
-            images[i] = preprocess.to_model(item.rgb, MEAN)
+            images[i] = NET.to_model(item.rgb)
         batch = jax.device_put(images, sharding) if sharding else images
         stats = channel_stats(params, batch, layers=layers, kernels=kernels)
         indices = [item.index for item in pending] + [-1] * (size - len(pending))

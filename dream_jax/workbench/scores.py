@@ -26,7 +26,6 @@ import numpy as np
 
 from dream_jax.workbench import exemplars
 from dream_jax.model import DEFAULT as NET
-from dream_jax.model import preprocess
 from dream_jax.io import image_io
 
 METADATA_KEY = "dream_jax_scores"
@@ -43,8 +42,7 @@ def _stats(params, rgb, layers, chunk: int = 32):
     out = {layer: ([], []) for layer in layers}
     ordered = NET.in_order(layers)
     for start in range(0, len(rgb), chunk):
-        x = jnp.asarray(preprocess.to_model(np.asarray(rgb[start:start + chunk]),
-                                            exemplars.MEAN))
+        x = jnp.asarray(NET.to_model(np.asarray(rgb[start:start + chunk])))
         stats = exemplars.channel_stats(params, x, layers=ordered)
         for layer in layers:
             out[layer][0].append(np.asarray(stats[layer][0]))
