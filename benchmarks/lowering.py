@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export
 
-from dream_jax.model import classify, googlenet
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model import classify
 from dream_jax.engine import deepdream, gradients
 from dream_jax import objectives
 from dream_jax.vis import visualize
@@ -52,7 +53,7 @@ def _octave(kernels: str, gradient) -> Callable[[tuple[str, ...]], export.Export
     config = deepdream.StepConfig.of(DreamConfig(kernels=kernels))
     scalar = jax.ShapeDtypeStruct((), jnp.int32)
     below = (_f32(2, _SIZE * 5 // 7, _SIZE * 5 // 7, 3),) * 2
-    args = (googlenet.abstract_params(), _f32(2, _SIZE, _SIZE, 3), bindings, {},
+    args = (NET.abstract_params(), _f32(2, _SIZE, _SIZE, 3), bindings, {},
             jax.ShapeDtypeStruct((2, 2), jnp.uint32), scalar, scalar, below)
     static = dict(terms=slots, gradient=gradient, config=config)
     return lambda platforms: export.export(deepdream.dream_level, platforms=platforms)(
@@ -65,16 +66,16 @@ def _visualization(kernels: str) -> Callable[[tuple[str, ...]], export.Exported]
     settings = visualize.Settings(layer="inception_3b/output", size=64, steps=4)
     extra = [objectives.parse("-0.05*tv()")] * 2
     slots = objectives.slots_of(extra)
-    args = (googlenet.abstract_params(), jax.ShapeDtypeStruct((2,), jnp.int32),
+    args = (NET.abstract_params(), jax.ShapeDtypeStruct((2,), jnp.int32),
             _abstract(objectives.bind(extra, slots)), jax.ShapeDtypeStruct((2, 2), jnp.uint32))
     return lambda platforms: export.export(visualize.optimize, platforms=platforms)(
         *args, terms=slots, settings=settings, kernels=kernels)
 
 
 def _classification(platforms: tuple[str, ...]) -> export.Exported:
-    size = googlenet.INPUT_SIZE
+    size = NET.input_size
     return export.export(classify.probabilities, platforms=platforms)(
-        googlenet.abstract_params(), _f32(1, size, size, 3))
+        NET.abstract_params(), _f32(1, size, size, 3))
 
 
 def programs() -> list[Program]:

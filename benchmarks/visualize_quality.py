@@ -18,7 +18,8 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from dream_jax.model import googlenet, weights
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model import weights
 from dream_jax import objectives
 from dream_jax.vis import parameterize, visualize
 
@@ -35,7 +36,7 @@ _WEIGHTS = flags.DEFINE_string("weights", None, "Converted weights folder.")
 
 def gram_similarity(params, pictures, layer):
     """Mean cosine similarity of the copies' Gram matrices (minus objectives' diversity)."""
-    acts = googlenet.apply(params, visualize.to_model_space(jnp.asarray(pictures) / 255.0),
+    acts = NET.apply(params, visualize.to_model_space(jnp.asarray(pictures) / 255.0),
                            (layer,))
     return float(-objectives.Diversity(layer).contributions(acts).mean())
 

@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 from dream_jax.engine import deepdream
-from dream_jax.model import googlenet, preprocess
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model import preprocess
 from dream_jax import objectives
 from dream_jax.engine import devices as devices_
 from dream_jax.engine.config import DreamConfig
@@ -29,8 +30,8 @@ def guide_data(params, guide_rgb: np.ndarray | None, terms) -> dict:
             h, w = guide_rgb.shape[:2]
             if not deepdream.fits_network(h, w, (term.layer,)):
                 raise UserError(f"guide image {w}x{h} is too small for {term.layer}")
-            image = preprocess.to_model(guide_rgb, preprocess.DREAM_MEAN_BGR)[None]
-            acts = googlenet.apply(params, image, (term.layer,))[term.layer]
+            image = NET.to_model(guide_rgb)[None]
+            acts = NET.apply(params, image, (term.layer,))[term.layer]
             data[str(term)] = acts[0].reshape(-1, acts.shape[-1])
     return data
 
@@ -40,8 +41,7 @@ def dream_pixels(params, images: np.ndarray, objective_list, config: DreamConfig
     """`deepdream` on uint8 RGB (B, H, W, 3), returning uint8 RGB. `devices`
     (a list, see devices.choose) shards the batch over a mesh of them; the
     pixels are those of one device. `masks`: see deepdream.deepdream."""
-    mean = preprocess.DREAM_MEAN_BGR
-    model = preprocess.to_model(images, mean)
+    model = NET.to_model(images)
     count = len(model)
     if devices is not None and len(devices) > 1:
         mesh = devices_.mesh(devices)
@@ -58,7 +58,7 @@ def dream_pixels(params, images: np.ndarray, objective_list, config: DreamConfig
         with jax.default_device(devices[0] if devices else None):
             out = deepdream.deepdream(params, model, objective_list, config, keys, data,
                                       on_octave, masks)
-    return preprocess.to_uint8(preprocess.from_model(np.asarray(out)[:count], mean))
+    return preprocess.to_uint8(NET.from_model(np.asarray(out)[:count]))
 
 
 def region_masks(masks, height: int, width: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Callable, Mapping
 
 from absl import app, flags, logging
 
-from dream_jax.model import caffe_ops
+from dream_jax.model import caffe_ops, weights
 from dream_jax.engine import compile_cache
 from dream_jax.errors import UserError, one_line
 
@@ -29,7 +29,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 # Environment variables that set a flag's default in every script that has the flag.
-ENVIRONMENT_DEFAULTS = {caffe_ops.KERNELS_ENV: "kernels"}
+ENVIRONMENT_DEFAULTS = {caffe_ops.KERNELS_ENV: "kernels", weights.WEIGHTS_ENV: "weights"}
 
 
 def apply_environment(environ: Mapping[str, str]) -> None:

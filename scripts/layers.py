@@ -5,14 +5,14 @@
 from absl import flags
 
 from dream_jax import cli
-from dream_jax.model import googlenet
+from dream_jax.model import DEFAULT as NET
 
-_HEIGHT = flags.DEFINE_integer("height", googlenet.INPUT_SIZE, "Input height.", lower_bound=1)
-_WIDTH = flags.DEFINE_integer("width", googlenet.INPUT_SIZE, "Input width.", lower_bound=1)
+_HEIGHT = flags.DEFINE_integer("height", NET.input_size, "Input height.", lower_bound=1)
+_WIDTH = flags.DEFINE_integer("width", NET.input_size, "Input width.", lower_bound=1)
 
 
 def main():
-    shapes = googlenet.layer_shapes(_HEIGHT.value, _WIDTH.value)
+    shapes = NET.layer_shapes(_HEIGHT.value, _WIDTH.value)
     width = max(map(len, shapes))
     for tap, shape in shapes.items():
         print(f"{tap:<{width}}  {'x'.join(map(str, shape)) if shape else 'too small'}")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from dream_jax.workbench import attribution
-from dream_jax.model import googlenet, preprocess
+from dream_jax.model import DEFAULT as NET, googlenet, preprocess
 from dream_jax.io import image_io
 from dream_jax import objectives
 from dream_jax.vis import transparency
@@ -27,7 +27,7 @@ def cat():
 
 
 def _busiest_channel(params, rgb):
-    x = preprocess.to_model(rgb, attribution.MEAN)[None]
+    x = NET.to_model(rgb)[None]
     return int(np.asarray(googlenet.apply(params, x, (LAYER,))[LAYER][0].mean((0, 1))).argmax())
 
 
@@ -53,11 +53,11 @@ def test_deletion_curve_falls_faster_than_random(params, cat):
 def test_integrated_gradients_add_up_to_the_change_from_the_baseline(params, cat):
     objective = objectives.channel(LAYER, _busiest_channel(params, cat))
     ig = attribution.attribute(params, cat, objective, "integrated_gradients", steps=64)
-    grey = np.broadcast_to(preprocess.from_model(np.zeros(3, np.float32), attribution.MEAN),
+    grey = np.broadcast_to(NET.from_model(np.zeros(3, np.float32)),
                            cat.shape)
     terms = objectives.union_terms([objective])
-    values = [float(attribution._values(params, jnp.asarray(preprocess.to_model(
-        np.asarray(x), attribution.MEAN))[None], jnp.ones(1), terms=terms)[0])
+    values = [float(attribution._values(params, jnp.asarray(NET.to_model(
+        np.asarray(x)))[None], jnp.ones(1), terms=terms)[0])
         for x in (cat.astype(np.float32), grey)]
     assert ig.sum() == pytest.approx(values[0] - values[1], rel=0.05)
 

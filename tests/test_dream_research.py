@@ -9,7 +9,7 @@ from PIL import Image
 import dream_jax
 from dream_jax.engine import deepdream, lapnorm
 from dream_jax import objectives, render
-from dream_jax.model import preprocess
+from dream_jax.model import DEFAULT as NET, preprocess
 from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 from tests.conftest import assert_one_line_error, run_main, smooth_photo
@@ -194,7 +194,7 @@ def test_regions_dream_their_own_objectives(params):
         assert np.abs(both[:, side].astype(int) - swapped[:, side]).mean() > 1
 
     def value(x, text, side):
-        acts = deepdream.googlenet.apply(params, jnp.asarray(preprocess.to_model(
+        acts = NET.apply(params, jnp.asarray(preprocess.to_model(
             x[:, side], preprocess.DREAM_MEAN_BGR))[None], (LAYER,))[LAYER][0]
         return float(jnp.mean(acts[..., int(text.split(",")[1][:-1])]))
     # each half drives its own channel harder than when it dreamed the other one

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from dream_jax.workbench import exemplars, topk
-from dream_jax.model import googlenet, preprocess, receptive
+from dream_jax.model import DEFAULT as NET, googlenet, preprocess, receptive
 from dream_jax.io import image_io
 from tests.conftest import ROOT, assert_one_line_error, run_main
 
@@ -101,8 +101,8 @@ def test_mining_is_a_brute_force_top_k_whatever_the_batch(params, photos, tmp_pa
     # brute force: every image in one call, one sort per channel
     names = [line for line in spec.read_text().split() if line != "broken.jpg"]
     images = np.stack([exemplars.load_square(photos / n, SIZE) for n in names])
-    stats = exemplars.channel_stats(params, jnp.asarray(preprocess.to_model(
-        images, exemplars.MEAN)), layers=LAYERS)
+    stats = exemplars.channel_stats(params, jnp.asarray(NET.to_model(
+        images)), layers=LAYERS)
     order = [n for n in spec.read_text().split()]  # stream positions include the bad file
     for layer in LAYERS:
         maximum, mean, _ = (np.asarray(v) for v in stats[layer])

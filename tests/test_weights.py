@@ -6,10 +6,12 @@ import json
 import pickle
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 import safetensors.numpy
+from PIL import Image
 
 from dream_jax.model import weights
 from dream_jax.errors import WeightsError
@@ -216,3 +218,23 @@ def test_loader_refuses_wrong_shapes_and_nan(converted_copy):
     _resave(converted_copy, {**arrays, "conv2/3x3/bias": np.full(192, np.inf, np.float32)})
     with pytest.raises(WeightsError, match="NaN or Inf"):
         weights.load_params(converted_copy)
+
+
+def test_weights_variable_is_read_by_the_scripts_not_the_library(weights_dir, tmp_path,
+                                                                monkeypatch):
+    """$DREAM_JAX_WEIGHTS is --weights' default in a script (the edge); the library's
+    default folder is the project's weights/ whatever the environment says."""
+    monkeypatch.setenv(weights.WEIGHTS_ENV, str(tmp_path / "elsewhere"))
+    assert weights.default_dir() == Path(store.__file__).resolve().parents[3] / "weights"
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((32, 40, 3), 128, np.uint8)).save(photo)
+    proc = run_main("classify", f"--input={photo}", "--top_k=1", "--json",
+                    env={weights.WEIGHTS_ENV: str(weights_dir)})
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)) == 1
+    proc = run_main("classify", f"--input={photo}",
+                    env={weights.WEIGHTS_ENV: str(tmp_path / "empty")})
+    assert_one_line_error(proc, str(tmp_path / "empty"))
+    proc = run_main("classify", f"--input={photo}", f"--weights={weights_dir}", "--json",
+                    env={weights.WEIGHTS_ENV: str(tmp_path / "empty")})  # the flag wins
+    assert proc.returncode == 0, proc.stderr

@@ -13,7 +13,7 @@ level below zoomed on, then `dream_octave`, a loop over steps of a vmapped
 indices (data: only the objectives' structure compiles, see objectives): N
 images x M objectives dream in one call, a new channel or class reuses the
 compiled octaves, and a batch gives the pixels of the same images dreamed one
-by one. Images are in model space (`preprocess`).
+by one. Images are in model space (`Model.to_model`).
 """
 from __future__ import annotations
 
@@ -28,14 +28,15 @@ import optax
 from absl import logging
 from jax import lax
 
-from dream_jax.model import caffe_ops, googlenet, preprocess
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model import caffe_ops
 from dream_jax.engine import compile_cache, devices, gradients, lapnorm, optimizers
 from dream_jax import objectives
 from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 
 _EPS = 1e-8
-_LOW, _HIGH = -preprocess.DREAM_MEAN_BGR, 255.0 - preprocess.DREAM_MEAN_BGR
+_LOW, _HIGH = NET.to_model(np.zeros(3)), NET.to_model(np.full(3, 255.0))  # black, white
 
 
 def normalized_ascent(step_size: float, normalize: str = "mean_abs"
@@ -107,8 +108,8 @@ def objective_value(params, image, weights, data, terms, kernels: str, reference
     """The objective for one image (H, W, 3), in float32 whatever the network's dtype.
     Image terms see the image (and the octave's input, `reference`) in model space."""
     network_dtype = jax.tree.leaves(params)[0].dtype
-    acts = googlenet.apply(params, image[None].astype(network_dtype),
-                           objectives.layers_of(terms), kernels)
+    acts = NET.apply(params, image[None].astype(network_dtype),
+                     objectives.layers_of(terms), kernels)
     acts = {k: v[0].astype(jnp.float32) for k, v in acts.items()}
     acts[objectives.INPUT] = image
     if reference is not None:
@@ -191,7 +192,7 @@ def zoom(images, shape: tuple[int, int]):
 
 def fits_network(height: int, width: int, layers) -> bool:
     """Whether an image of this size reaches the deepest of `layers`."""
-    return not layers or googlenet.map_size(layers[-1], min(height, width)) >= 1
+    return not layers or NET.map_size(layers[-1], min(height, width)) >= 1
 
 
 def gradient_for(shape: tuple[int, int], batch: int, terms, config: DreamConfig):
@@ -280,7 +281,7 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
         raise UserError(f"{', '.join(coupled)} compares the images of a batch, which a dream "
                         f"takes one by one; use it in scripts/visualize.py")
     for objective in used:
-        objectives.check_classes(objective, googlenet.num_classes(params))
+        objectives.check_classes(objective, NET.num_classes(params))
     params = jax.device_put(params)  # once per dream, not per octave call (a placed tree stays)
     if not fits_network(height, width, layers):
         raise UserError(f"image {width}x{height} is too small for {layers[-1]}")

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dream_jax.model import googlenet
+from dream_jax.model import DEFAULT as NET
 
 # Peak bytes of one gradient per byte of forward activations (all blobs up to
 # the deepest tap): XLA's memory analysis gives 2.3-3.2 (BUILD_NOTES).
@@ -74,18 +74,18 @@ class Tiles:
 
 def halo_for(layer: str) -> tuple[int, int]:
     """(halo, stride) for `layer`: half its receptive field, on its stride's grid."""
-    size, stride = googlenet.receptive_field(layer)
+    size, stride = NET.receptive_field(layer)
     return -(-(size // 2) // stride) * stride, stride
 
 
 @functools.lru_cache(maxsize=64)
 def _activation_bytes_per_pixel(layer: str, itemsize: int) -> float:
     """Bytes of every blob up to `layer`, per input pixel (measured at 224²)."""
-    size = googlenet.INPUT_SIZE
-    shapes = googlenet.layer_shapes(size, size)
-    last = googlenet.LAYERS.index(layer)
+    size = NET.input_size
+    shapes = NET.layer_shapes(size, size)
+    last = NET.layers.index(layer)
     elements = sum(math.prod(shape) for name, shape in shapes.items()
-                   if shape is not None and googlenet.LAYERS.index(name) <= last)
+                   if shape is not None and NET.layers.index(name) <= last)
     return elements * itemsize / (size * size)
 
 

@@ -7,7 +7,6 @@ network stops after the deepest requested tap: nothing above it is computed.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -15,7 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dream_jax.model import caffe_ops
+from dream_jax.model import caffe_ops, preprocess
+from dream_jax.model.interface import Blob, Model
 
 # name: (1x1, 3x3_reduce, 3x3, 5x5_reduce, 5x5, pool_proj) output channels.
 INCEPTION = {
@@ -41,6 +41,8 @@ LAYERS: tuple[str, ...] = (
         + [f"{block}/{branch}" for branch in _BRANCHES])),
     "pool5/7x7_s1", "loss3/classifier", "prob",
 )
+# The main stages' outputs: the stem's two convolutions and each block.
+STAGES = ("conv1/7x7_s2", "conv2/3x3", *(f"{block}/output" for block in INCEPTION))
 NUM_CLASSES = 1000
 CLASSIFIER_LAYER = "loss3/classifier"
 INPUT_SIZE = 224  # classification size; the convolutional taps take any size
@@ -187,20 +189,6 @@ class _GeometryOps:
     classifier = softmax = norm  # geometry of pool5, averaged over its positions
 
 
-@dataclasses.dataclass(eq=False)
-class Blob:
-    """One blob of the network as `_tower` wires it: the operation that makes
-    it, the blobs it reads, its channel count, and for a convolution its
-    parameters' name and stride. `name` is the tap it is yielded as (the
-    image: "input")."""
-    op: str
-    inputs: tuple["Blob", ...] = ()
-    channels: int = 3
-    conv: str | None = None
-    stride: int = 1
-    name: str = "input"
-
-
 class _WiringOps:
     """`_tower`'s operations on `Blob`s: which blob feeds which."""
 
@@ -330,3 +318,13 @@ def layer_shapes(height: int, width: int, classes: int = NUM_CLASSES
         too_small = too_small or tap not in shapes or not all(d > 0 for d in shapes[tap])
         result[tap] = None if too_small else shapes[tap]
     return result
+
+
+MODEL = Model(
+    name="googlenet", layers=LAYERS, stages=STAGES, input_size=INPUT_SIZE,
+    classifier_layer=CLASSIFIER_LAYER, default_classes=NUM_CLASSES,
+    mean_bgr=tuple(float(v) for v in preprocess.MEAN_BGR),
+    dream_mean_bgr=tuple(float(v) for v in preprocess.DREAM_MEAN_BGR),
+    apply=apply, layer_shapes=layer_shapes, map_size=map_size,
+    receptive_field=receptive_field, num_classes=num_classes,
+    abstract_params=abstract_params, param_shapes=param_shapes, wiring=wiring)

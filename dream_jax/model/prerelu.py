@@ -20,7 +20,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jax import lax
 
-from dream_jax.model import googlenet
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model.interface import Blob
 from dream_jax import objectives
 
 
@@ -32,7 +33,7 @@ class Branch(NamedTuple):
     stride: int
 
 
-def _branch(conv: googlenet.Blob, offset: int) -> Branch:
+def _branch(conv: Blob, offset: int) -> Branch:
     return Branch(conv.inputs[0].name, conv.conv, offset, conv.channels, conv.stride)
 
 
@@ -40,7 +41,7 @@ def branches(layer: str) -> tuple[Branch, ...] | None:
     """The convolutions whose ReLU'd outputs make up `layer` (read from the
     network's wiring); None when it is not a ReLU'd convolution or a
     concatenation of them (pools, norms, the classifier)."""
-    blob = googlenet.wiring()[layer]
+    blob = NET.wiring()[layer]
     if blob.op == "conv":
         return (_branch(blob, 0),)
     if blob.op == "concat" and all(b.op == "conv" for b in blob.inputs):

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dream_jax.model import googlenet
+from dream_jax.model import DEFAULT as NET
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ def _supports(params, key, *, layer: str, side: int, count: int = 4):
 
     def at(dy, dx):
         def value(x):
-            a = googlenet.apply(params, x, (layer,))[layer]
+            a = NET.apply(params, x, (layer,))[layer]
             return jnp.sum(a[:, a.shape[1] // 2 + dy, a.shape[2] // 2 + dx, :])
         return jnp.abs(jax.grad(value)(images)).sum(axis=(0, -1))
 
@@ -60,7 +60,7 @@ def _extent(support: np.ndarray, axis: int) -> tuple[int, int]:
 
 def measure(params, layer: str, side: int, seed: int = 0) -> Field:
     """The receptive field of `layer` for a `side` x `side` input."""
-    map_side = googlenet.map_size(layer, side)
+    map_side = NET.map_size(layer, side)
     if map_side < 2:
         raise ValueError(f"{layer} needs an input bigger than {side} px to measure its field")
     centre, below, right = np.asarray(_supports(params, jax.random.PRNGKey(seed),
@@ -71,7 +71,7 @@ def measure(params, layer: str, side: int, seed: int = 0) -> Field:
               _extent(right, 1)[0] - left, _extent(right, 1)[1] - right_edge)
     # a field wider than the input is clipped on both sides and does not move:
     # then the step comes from the kernels and strides
-    stride = max(shifts) if max(shifts) > 0 else googlenet.receptive_field(layer)[1]
+    stride = max(shifts) if max(shifts) > 0 else NET.receptive_field(layer)[1]
     c = map_side // 2
     return Field(top - c * stride, left - c * stride, bottom - c * stride,
                  right_edge - c * stride, stride, side, map_side)

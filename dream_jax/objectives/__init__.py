@@ -26,7 +26,7 @@ import jax
 import numpy as np
 from jax import export
 
-from dream_jax.model import googlenet
+from dream_jax.model import DEFAULT as NET
 from dream_jax.objectives import parser
 from dream_jax.objectives.terms import (  # noqa: F401  (the terms, for `objectives.Channel`)
     L2, Blur, Channel, ChannelProduct, ClassLogit, Custom, Direction, Diversity, Guide, ImageL1,
@@ -158,7 +158,7 @@ def as_objective(value) -> Objective:
 def layers_of(terms) -> tuple[str, ...]:
     """The network taps a set of terms reads, in network order (image terms read none)."""
     needed = {t.layer for t in terms}
-    return tuple(layer for layer in googlenet.LAYERS if layer in needed)
+    return NET.in_order(needed)
 
 
 def check_classes(objective: Objective, num_classes: int) -> None:

@@ -28,10 +28,10 @@ from typing import Any, Callable
 import jax.numpy as jnp
 import numpy as np
 
-from dream_jax.model import googlenet
+from dream_jax.model import DEFAULT as NET
 from dream_jax.errors import UserError
 
-CLASSIFIER = googlenet.CLASSIFIER_LAYER
+CLASSIFIER = NET.classifier_layer
 INPUT = "input"          # acts[INPUT]: the image, model space (BGR levels minus the mean)
 REFERENCE = "reference"  # acts[REFERENCE]: the image the dream started from, same units
 INT32_MAX = 2**31 - 1    # indices travel as int32
@@ -45,16 +45,16 @@ class ObjectiveError(UserError, ValueError):
 
 
 def check_layer(layer: str) -> str:
-    if layer not in googlenet.LAYERS:
-        close = difflib.get_close_matches(layer, googlenet.LAYERS, n=1)
+    if layer not in NET.layers:
+        close = difflib.get_close_matches(layer, NET.layers, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ObjectiveError(f"unknown layer {layer!r}; {hint}valid layers: "
-                             f"{', '.join(googlenet.LAYERS)}")
+                             f"{', '.join(NET.layers)}")
     return layer
 
 
 def channels(layer: str) -> int:
-    return googlenet.layer_shapes(googlenet.INPUT_SIZE, googlenet.INPUT_SIZE)[layer][-1]
+    return NET.channels(layer)
 
 
 def integer(text: str, what: str) -> int:

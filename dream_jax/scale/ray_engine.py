@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from dream_jax.io import atomic, inputs, stream
+from dream_jax.model import weights
 from dream_jax.scale import batch, summary as summary_
 from dream_jax.engine import compile_cache, devices as devices_
 from dream_jax import objectives, render
@@ -62,8 +63,10 @@ class Dreamer:
     call per batch of rows (input path, objective number, output path)."""
 
     def __init__(self, request: render.DreamRequest, texts: list[str], weights_dir, devices):
-        # The actor's process is an edge: its own machine's cache, as a script's.
+        # The actor's process is an edge: its own machine's cache, as a script's,
+        # and its own $DREAM_JAX_WEIGHTS where the driver names no folder.
         compile_cache.enable(compile_cache.default_folder(os.environ))
+        weights_dir = weights_dir or os.environ.get(weights.WEIGHTS_ENV) or None
         all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
         self.request, self.texts = request, texts
         self.layers = objectives.layers_of(all_terms)

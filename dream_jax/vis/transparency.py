@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dream_jax.model import caffe_ops, googlenet
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model import caffe_ops
 from dream_jax.workbench import heatmap
 from dream_jax.io import image_io
 from dream_jax.vis import transforms, visualize
@@ -31,7 +32,7 @@ def accumulated_gradient(params, pictures, channels, keys, *, layer: str,
 
     def value(picture, channel, key):
         draws = jax.vmap(transform, (0, None))(jax.random.split(key, samples), picture)
-        acts = googlenet.apply(params, visualize.to_model_space(draws), (layer,), kernels)
+        acts = NET.apply(params, visualize.to_model_space(draws), (layer,), kernels)
         return jnp.sum(jnp.take(acts[layer], channel, axis=-1).mean(axis=(1, 2)))
 
     grads = jax.vmap(jax.grad(value))(pictures, channels, keys)

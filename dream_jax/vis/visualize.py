@@ -33,7 +33,8 @@ import numpy as np
 import optax
 
 from dream_jax import __version__, objectives, render
-from dream_jax.model import caffe_ops, googlenet, prerelu, preprocess, weights
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model import caffe_ops, prerelu, preprocess, weights
 from dream_jax.engine import deepdream, gradients, optimizers
 from dream_jax.io import image_io
 from dream_jax.vis import parameterize, transforms
@@ -107,7 +108,7 @@ class Settings:
 
 def parse_channels(text: str, layer: str) -> tuple[int, ...]:
     """`A:B` (A..B-1, like Python), `A,B,C`, a single `C`, or `all`; each checked."""
-    n = googlenet.layer_shapes(googlenet.INPUT_SIZE, googlenet.INPUT_SIZE)[layer][-1]
+    n = NET.channels(layer)
     text = text.strip()
     try:
         if text == "all":
@@ -130,7 +131,7 @@ def parse_channels(text: str, layer: str) -> tuple[int, ...]:
 
 def to_model_space(rgb01):
     """RGB in [0, 1] -> the network's input (BGR, 0..255, dream mean subtracted)."""
-    return preprocess.to_model(rgb01 * 255.0, preprocess.DREAM_MEAN_BGR)
+    return NET.to_model(rgb01 * 255.0)
 
 
 @functools.partial(jax.jit, static_argnames=("terms", "settings", "kernels"))
@@ -147,7 +148,7 @@ def optimize(params, channels, weights, keys, *, terms, settings: Settings, kern
     layer = settings.layer
     main_taps = prerelu.source_taps(layer) if settings.uses_pre_relu else (layer,)
     needed = {t.layer for t in terms} | set(main_taps)
-    layers = tuple(name for name in googlenet.LAYERS if name in needed)
+    layers = NET.in_order(needed)
     init_keys, step_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
     z = jax.vmap(lambda k: jax.tree.map(lambda a: a[0], param.init(k, 1, settings.size))
                  )(init_keys)
@@ -155,7 +156,7 @@ def optimize(params, channels, weights, keys, *, terms, settings: Settings, kern
     def loss(z, keys):
         rgb = jax.vmap(transform)(keys, param.to_image(z, settings.size))
         x = to_model_space(rgb)
-        acts = {**googlenet.apply(params, x, layers, kernels), objectives.INPUT: x}
+        acts = {**NET.apply(params, x, layers, kernels), objectives.INPUT: x}
         if settings.uses_pre_relu:
             value = jax.vmap(lambda a, c: prerelu.channel_map(params, a, layer, c).mean()
                              )(acts, channels)
@@ -338,7 +339,7 @@ def channel_means(params, rgb, layer: str, kernels: str = "native") -> np.ndarra
     pictures (uint8 or [0, 1] floats, (B, H, W, 3))."""
     rgb = np.asarray(rgb)
     rgb01 = rgb.astype(np.float32) / (255.0 if rgb.dtype == np.uint8 else 1.0)
-    acts = googlenet.apply(params, jnp.asarray(to_model_space(rgb01)), (layer,), kernels)
+    acts = NET.apply(params, jnp.asarray(to_model_space(rgb01)), (layer,), kernels)
     return np.asarray(acts[layer].mean(axis=(1, 2)))
 
 

@@ -27,14 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dream_jax.model import caffe_ops, googlenet, preprocess
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model import caffe_ops
 from dream_jax import objectives, render
 from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 
 METHODS = ("gradient", "grad_x_input", "integrated_gradients", "smoothgrad")
 SIGNED = ("grad_x_input", "integrated_gradients")  # maps that can be negative
-MEAN = preprocess.DREAM_MEAN_BGR  # the same input space as dreams and visualisations
 
 
 def check_objective(objective) -> objectives.Objective:
@@ -57,7 +57,7 @@ def check_size(name: str, height: int, width: int, objective: objectives.Objecti
 
 def objective_values(params, images, weights, *, terms, kernels="native"):
     """(B,) objective values for images (B, H, W, 3) in model space."""
-    acts = googlenet.apply(params, images, objectives.layers_of(terms), kernels)
+    acts = NET.apply(params, images, objectives.layers_of(terms), kernels)
     acts = {**acts, objectives.INPUT: images}
     per_image = jax.tree.map(lambda w: jnp.broadcast_to(w, (len(images), *jnp.shape(w))),
                              weights)  # one objective's bindings (or weights) for every image
@@ -109,7 +109,7 @@ def channel_maps(params, images, channels, keys, noise, *, layer: str, method: s
     per_point = jnp.repeat(channels, count)
 
     def total(points):
-        acts = googlenet.apply(params, points, (layer,), kernels)[layer]
+        acts = NET.apply(params, points, (layer,), kernels)[layer]
         return jnp.sum(jax.vmap(lambda a, c: jnp.take(a, c, axis=-1).mean())(acts, per_point))
 
     return _integrate(total, images, keys, noise, method, steps)
@@ -122,7 +122,7 @@ def attribute_channels(params, rgb, layer: str, channels, method: str = "integra
     what `attribute` gives for each, in one call compiled once per layer."""
     check_size("image", *np.shape(rgb)[1:3], objectives.channel(layer, 0))
     keys = jax.random.split(jax.random.PRNGKey(seed), len(rgb))
-    maps = channel_maps(params, jnp.asarray(preprocess.to_model(np.asarray(rgb), MEAN)),
+    maps = channel_maps(params, jnp.asarray(NET.to_model(np.asarray(rgb))),
                         jnp.asarray(channels, jnp.int32), keys, jnp.float32(noise),
                         layer=layer, method=method, steps=steps,
                         kernels=caffe_ops.resolve_kernels(kernels))
@@ -152,7 +152,7 @@ def attribute(params, rgb, objective, method: str = "integrated_gradients", step
     check_size(name, *batch.shape[1:3], objective)
     terms, weights = _structure(objective)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(batch))
-    maps = attribution_maps(params, jnp.asarray(preprocess.to_model(batch, MEAN)), weights,
+    maps = attribution_maps(params, jnp.asarray(NET.to_model(batch)), weights,
                             keys, jnp.float32(noise), terms=terms, method=method, steps=steps,
                             kernels=caffe_ops.resolve_kernels(kernels))
     maps = np.asarray(maps)
@@ -176,7 +176,7 @@ def deletion_curve(params, rgb, objective, saliency, fractions=np.linspace(0, 1,
     fractions in one call."""
     objective = check_objective(objective)
     terms, weights = _structure(objective)
-    x = preprocess.to_model(np.asarray(rgb), MEAN)
+    x = NET.to_model(np.asarray(rgb))
     removed = deletion_masks(np.asarray(saliency), list(fractions))[..., None] * x[None]
     return np.asarray(_values(params, jnp.asarray(removed), weights, terms=terms,
                               kernels=kernels))

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dream_jax.io import atomic, image_io, inputs, stream
-from dream_jax.model import caffe_ops, googlenet, preprocess, receptive
+from dream_jax.model import DEFAULT as NET
+from dream_jax.model import caffe_ops, receptive
 from dream_jax.engine import deepdream, devices as devices_
 from dream_jax import objectives, render
 from dream_jax.workbench import topk
@@ -41,7 +42,6 @@ from dream_jax.errors import UserError
 STATE_FILE = "exemplars_state.npz"
 RESULT_FILE = "exemplars.json"
 PATCH_DIR = "patches"
-MEAN = preprocess.DREAM_MEAN_BGR
 RANKINGS = ("max", "mean")  # what each top-k ranks by
 
 
@@ -67,7 +67,7 @@ class Settings:
 
     @property
     def ordered_layers(self) -> tuple[str, ...]:
-        return tuple(name for name in googlenet.LAYERS if name in self.layers)
+        return NET.in_order(self.layers)
 
 
 def input_root(spec: str) -> Path:
@@ -108,7 +108,7 @@ def load_square(path, size: int, max_pixels: int = image_io.DEFAULT_MAX_PIXELS) 
 def channel_stats(params, images, *, layers: tuple[str, ...], kernels: str = "native"):
     """{layer: (max, mean, argmax)} each (B, C), over the map's positions, for
     images (B, H, W, 3) in model space; argmax is a flat index y * W + x."""
-    acts = googlenet.apply(params, images, layers, kernels)
+    acts = NET.apply(params, images, layers, kernels)
     stats = {}
     for layer in layers:
         a = acts[layer].reshape(len(images), -1, acts[layer].shape[-1])
@@ -193,7 +193,7 @@ def mine(params, input_spec: str, output_dir, settings: Settings, batch_size: in
     size = devices_.padded_size(batch_size, len(chosen))
     kernels = caffe_ops.resolve_kernels(kernels)
     layers = settings.ordered_layers
-    shapes = googlenet.layer_shapes(settings.size, settings.size)
+    shapes = NET.layer_shapes(settings.size, settings.size)
     fingerprint = {"layers": list(layers), "top_k": settings.top_k, "size": settings.size,
                    "weights_sha256": weights_sha256}
     state = _State(settings, fingerprint, {layer: shapes[layer][-1] for layer in layers})
@@ -210,7 +210,7 @@ def mine(params, input_spec: str, output_dir, settings: Settings, batch_size: in
     def run_batch(last_index: int) -> None:
         images = np.zeros((size, settings.size, settings.size, 3), np.float32)
         for i, item in enumerate(pending):
-            images[i] = preprocess.to_model(item.rgb, MEAN)
+            images[i] = NET.to_model(item.rgb)
         batch = jax.device_put(images, sharding) if sharding else images
         stats = channel_stats(params, batch, layers=layers, kernels=kernels)
         indices = [item.index for item in pending] + [-1] * (size - len(pending))

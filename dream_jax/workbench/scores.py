@@ -25,27 +25,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from dream_jax.workbench import exemplars
-from dream_jax.model import googlenet, preprocess
+from dream_jax.model import DEFAULT as NET
 from dream_jax.io import image_io
 
 METADATA_KEY = "dream_jax_scores"
-_STAGES = ("conv1/7x7_s2", "conv2/3x3") + tuple(f"{block}/output"
-                                                for block in googlenet.INCEPTION)
 
 
 def earlier_layers(layer: str, count: int = 2) -> tuple[str, ...]:
     """The last `count` stage outputs (conv1, conv2, each inception block) before `layer`."""
-    before = googlenet.LAYERS[:googlenet.LAYERS.index(layer)]
-    return tuple(s for s in _STAGES if s in before)[-count:]
+    before = NET.layers[:NET.layers.index(layer)]
+    return tuple(s for s in NET.stages if s in before)[-count:]
 
 
 def _stats(params, rgb, layers, chunk: int = 32):
     """{layer: (max, mean)} each (B, C) for uint8 RGB (B, H, W, 3), `chunk` at a time."""
     out = {layer: ([], []) for layer in layers}
-    ordered = tuple(name for name in googlenet.LAYERS if name in layers)
+    ordered = NET.in_order(layers)
     for start in range(0, len(rgb), chunk):
-        x = jnp.asarray(preprocess.to_model(np.asarray(rgb[start:start + chunk]),
-                                            exemplars.MEAN))
+        x = jnp.asarray(NET.to_model(np.asarray(rgb[start:start + chunk])))
         stats = exemplars.channel_stats(params, x, layers=ordered)
         for layer in layers:
             out[layer][0].append(np.asarray(stats[layer][0]))

@@ -40,10 +40,12 @@ LABELS_FILE = "synset_words.txt"
 OTHER_LABELS_FILE = "labels.txt"
 
 
+WEIGHTS_ENV = "DREAM_JAX_WEIGHTS"  # read by the edges (cli, notebooks, Ray actors), never here
+
+
 def default_dir() -> Path:
-    """$DREAM_JAX_WEIGHTS, else the project's `weights/` folder."""
-    env = os.environ.get("DREAM_JAX_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "weights"
+    """The project's `weights/` folder: where a folder is not given."""
+    return Path(__file__).resolve().parents[3] / "weights"
 
 
 def flat_key(layer: str, leaf: str) -> str:
