@@ -201,31 +201,36 @@ def _same_state_file(a: Path, b: Path) -> None:
             np.testing.assert_array_equal(x[name], y[name], err_msg=name)
 
 
+@pytest.mark.parametrize("kill_at", [site.attribution_path(LAYERS[0], 0, 0),
+                                     f"vis/{site.dash(LAYERS[1])}/{microscope.CHUNKS_FILE}"],
+                         ids=["first attribution", "second layer planned"])
 def test_a_killed_job_resumes_to_the_site_an_uninterrupted_run_makes(built, weights_dir,
-                                                                     tmp_path):
+                                                                     tmp_path, kill_at):
     _, inputs, whole = built
     out = tmp_path / "site"
     out.mkdir()
-    first_attribution = out / site.attribution_path(LAYERS[0], 0, 0)
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "microscope.py"),
                              *_args(inputs, out, weights_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not first_attribution.exists() and proc.poll() is None and time.time() < deadline:
+    while not (out / kill_at).exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert first_attribution.exists(), "the job ended before its first attribution"
+    assert (out / kill_at).exists(), f"the job ended before writing {kill_at}"
     assert not (out / "index.html").exists(), "the job finished before the kill"
     at_kill = _files(out)
+    unscored = {layer for layer in LAYERS if site.scores_path(layer) not in at_kill}
     # pages are rebuilt every run, and scoring a layer writes into its pictures' metadata
-    rewritten = {name for name in at_kill if name.endswith((".html", ".css")) or (
-        name.startswith("vis/") and name.endswith(".png") and "_transparency" not in name)}
+    rewritten = {name for name in at_kill if name.endswith((".html", ".css"))} | {
+        site.vis_path(layer, c) for layer in unscored for c in range(3)}
 
     proc = run_main("microscope", *_args(inputs, out, weights_dir))
     assert proc.returncode == 0, proc.stderr
     assert "channels [0, 1, 2]: already made" in proc.stdout  # LAYERS[0]'s one chunk
-    assert proc.stdout.count("rendering") == 1  # LAYERS[1]'s, nothing else
+    unrendered = [layer for layer in LAYERS  # one chunk each: rendered again if incomplete
+                  if not all(site.vis_path(layer, c) in at_kill for c in range(3))]
+    assert proc.stdout.count(": rendering") == len(unrendered)
     assert "up to date: kept" in proc.stdout  # the mined exemplars and their patches
     after = _files(out)
     # a map's .npy is written before its picture, which marks the pair as done
