@@ -138,6 +138,24 @@ def test_an_interrupted_run_resumes_to_the_same_result(params, photos, tmp_path)
     assert _tables(resumed) == _tables(whole) and resumed["failed"] == whole["failed"]
 
 
+def test_a_rerun_of_a_finished_mine_keeps_its_result_and_patches(params, photos, tmp_path):
+    first = _mine(params, photos, tmp_path, 4)
+    files = [tmp_path / exemplars.RESULT_FILE, *sorted((tmp_path / exemplars.PATCH_DIR).rglob(
+        "*.png"))]
+    stamp = lambda: [(p.stat().st_ino, p.stat().st_mtime_ns) for p in files]
+    before, logged = stamp(), []
+    again = _mine(params, photos, tmp_path, 4, log=logged.append)
+    assert stamp() == before and any("up to date" in line for line in logged)
+    assert {k: v for k, v in again.items() if "seconds" not in k} == \
+        {k: v for k, v in first.items() if "seconds" not in k}
+    gone = files[3]
+    content = gone.read_bytes()
+    gone.unlink()  # a missing patch: the result is written again, with it
+    logged.clear()
+    _mine(params, photos, tmp_path, 4, log=logged.append)
+    assert gone.read_bytes() == content and not any("up to date" in line for line in logged)
+
+
 @pytest.mark.slow
 def test_a_killed_script_resumes_to_the_same_result(weights_dir, photos, tmp_path):
     args = [f"--inputs={photos}", "--top_k=3", f"--size={SIZE}", "--batch_size=1",

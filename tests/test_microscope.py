@@ -1,10 +1,14 @@
 """The microscope: one command builds a static site that a real headless Chromium
 opens with every image decoded and no broken link; no absolute paths; scores
-in the site and in the PNGs agree; a rerun resumes and redoes only what is gone."""
+in the site and in the PNGs agree; a rerun resumes and redoes only what is gone;
+a job killed partway resumes to the site an uninterrupted run makes."""
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -14,8 +18,8 @@ import pytest
 from PIL import Image
 
 from dream_jax.io import image_io
-from dream_jax.workbench import scores, site
-from tests.conftest import assert_one_line_error, run_main
+from dream_jax.workbench import exemplars, microscope, scores, site
+from tests.conftest import ROOT, assert_one_line_error, run_main
 
 pytestmark = pytest.mark.slow  # the site is built once per module: minutes on 2 cores
 LAYERS = ("inception_3a/output", "inception_3b/output")
@@ -182,3 +186,67 @@ def test_a_rerun_redoes_only_what_is_missing(built, weights_dir):
     assert gone.exists() and {p: p.stat().st_mtime_ns for p in vis} == before
     assert_one_line_error(run_main("microscope", *_args(inputs, out, weights_dir, steps=5)),
                           "made with other settings")
+
+
+def _files(folder: Path) -> dict[str, os.stat_result]:
+    """Every file under `folder` (hidden ones too), by relative path."""
+    return {p.relative_to(folder).as_posix(): p.stat() for p in folder.rglob("*") if p.is_file()}
+
+
+def _same_state_file(a: Path, b: Path) -> None:
+    """Two exemplar state files hold the same arrays (a zip's bytes carry its write time)."""
+    with np.load(a) as x, np.load(b) as y:
+        assert sorted(x.files) == sorted(y.files)
+        for name in x.files:
+            np.testing.assert_array_equal(x[name], y[name], err_msg=name)
+
+
+@pytest.mark.parametrize("kill_at", [site.attribution_path(LAYERS[0], 0, 0),
+                                     f"vis/{site.dash(LAYERS[1])}/{microscope.CHUNKS_FILE}"],
+                         ids=["first attribution", "second layer planned"])
+def test_a_killed_job_resumes_to_the_site_an_uninterrupted_run_makes(built, weights_dir,
+                                                                     tmp_path, kill_at):
+    _, inputs, whole = built
+    out = tmp_path / "site"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "microscope.py"),
+                             *_args(inputs, out, weights_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / kill_at).exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / kill_at).exists(), f"the job ended before writing {kill_at}"
+    assert not (out / "index.html").exists(), "the job finished before the kill"
+    at_kill = _files(out)
+    unscored = {layer for layer in LAYERS if site.scores_path(layer) not in at_kill}
+    # pages are rebuilt every run, and scoring a layer writes into its pictures' metadata
+    rewritten = {name for name in at_kill if name.endswith((".html", ".css"))} | {
+        site.vis_path(layer, c) for layer in unscored for c in range(3)}
+
+    proc = run_main("microscope", *_args(inputs, out, weights_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "channels [0, 1, 2]: already made" in proc.stdout  # LAYERS[0]'s one chunk
+    unrendered = [layer for layer in LAYERS  # one chunk each: rendered again if incomplete
+                  if not all(site.vis_path(layer, c) in at_kill for c in range(3))]
+    assert proc.stdout.count(": rendering") == len(unrendered)
+    assert "up to date: kept" in proc.stdout  # the mined exemplars and their patches
+    after = _files(out)
+    # a map's .npy is written before its picture, which marks the pair as done
+    unfinished = {name for name in at_kill if name.endswith(".npy")
+                  and name[:-len(".npy")] + ".png" not in at_kill}
+    kept = {name for name in at_kill
+            if name not in rewritten | unfinished and not name.endswith(".tmp")}
+    assert kept and {n: (after[n].st_ino, after[n].st_mtime_ns) for n in kept} == \
+        {n: (at_kill[n].st_ino, at_kill[n].st_mtime_ns) for n in kept}
+
+    assert sorted(after) == sorted(_files(whole))  # no temp file left behind either
+    state = f"exemplars/{exemplars.STATE_FILE}"
+    _same_state_file(out / state, whole / state)
+    for name in after:
+        if name != state:
+            assert (out / name).read_bytes() == (whole / name).read_bytes(), name
+    assert json.loads((out / "exemplars" / exemplars.RESULT_FILE).read_text()) == \
+        json.loads((whole / "exemplars" / exemplars.RESULT_FILE).read_text())
+    assert (out / site.vis_path(LAYERS[0], 0)).parent.joinpath(microscope.CHUNKS_FILE).exists()

@@ -14,7 +14,7 @@ files) is written atomically to `OUTPUT_DIR/exemplars_state.npz`, so a
 killed run resumes where the last batch ended and ends with the same result
 as an uninterrupted one. At the end, `exemplars.json` lists the exemplars
 (names relative to the input root) and each gets its receptive-field patch
-(`receptive`) as a PNG.
+(`receptive`) as a PNG; a rerun whose state has not moved keeps them.
 """
 from __future__ import annotations
 
@@ -250,10 +250,16 @@ def mine(params, input_spec: str, output_dir, settings: Settings, batch_size: in
         read.close()
     mined = time.perf_counter() - start_time
     record = result(state, shapes)
-    if patches:
-        write_patches(params, input_spec, root, out_dir, record, settings, max_pixels)
-    atomic.atomic_write(out_dir / RESULT_FILE,
-                        json.dumps(record, indent=1, sort_keys=True).encode())
+    written = written_result(out_dir, record) if patches else None
+    if written is not None:
+        record = written
+        if log:
+            log(f"{RESULT_FILE} and its patches are up to date: kept")
+    else:
+        if patches:
+            write_patches(params, input_spec, root, out_dir, record, settings, max_pixels)
+        atomic.atomic_write(out_dir / RESULT_FILE,
+                            json.dumps(record, indent=1, sort_keys=True).encode())
     seconds = time.perf_counter() - start_time
     return {**record, "seconds": seconds, "mining_seconds": mined}
 
@@ -275,6 +281,28 @@ def result(state: _State, shapes) -> dict:
         layers[layer] = entry
     return {"layers": layers, "images": state.images, "failed": state.failed,
             "top_k": state.settings.top_k, "size": state.settings.size}
+
+
+def written_result(out_dir: Path, record: dict) -> dict | None:
+    """The exemplars.json in `out_dir` when it holds `record` (as `result` makes
+    it) with every patch written, else None. It is written after its patches,
+    so when it holds the state's result, the patches are those of that result."""
+    try:
+        written = json.loads((out_dir / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    stripped = json.loads(json.dumps(written))
+    try:
+        for entry in stripped["layers"].values():
+            entry.pop("receptive_field")
+            for exemplars in entry["channels"].values():
+                for e in exemplars:
+                    if not (out_dir / e.pop("patch")).is_file():
+                        return None
+                    e.pop("box")
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return written if stripped == json.loads(json.dumps(record)) else None
 
 
 def patch_name(layer: str, channel: int, rank: int) -> str:

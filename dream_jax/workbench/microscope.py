@@ -5,13 +5,21 @@ the same command resumes:
 
   exemplars/       `exemplars.mine` over the inputs (its own state file), and
                    the squared exemplar images the pages show
-  vis/<layer>/     `visualize.run`, one vmapped call per chunk of channels,
-                   and each picture's transparency map (`transparency`)
+  vis/<layer>/     `visualize.render_channels`, one vmapped call per chunk of
+                   channels, and each picture's transparency map (`transparency`)
   attr/<layer>/    each exemplar's attribution for its channel (`attribution`),
                    the K exemplars of a channel in one call
   scores/<layer>.json  `scores.channel_scores`, also written into each
                    visualisation's PNG metadata
   *.html           the pages (`site`), rebuilt from the above every run
+
+Every file is written atomically (temp file, then rename), so a file that
+exists is complete, and temp files a killed run left are removed when the
+next one starts. A stage's work is split as in an uninterrupted run: the
+chunks of channels are planned once (`vis/<layer>/chunks.json`, as memory
+allowed then) and a chunk with a missing picture is computed whole, its
+missing files written, so a resumed site has the same files and, on CPU, the
+same bytes as one made in one go.
 
 Every path in the site is relative to it; the input folder is named INPUTS.
 """
@@ -28,11 +36,14 @@ from dream_jax.io import atomic, image_io, inputs
 from dream_jax.workbench import attribution, exemplars, heatmap, scores, site
 from dream_jax import objectives, render
 from dream_jax.vis import transparency, visualize
-from dream_jax.model import weights
+from dream_jax.model import caffe_ops, weights
 from dream_jax.errors import UserError
 from dream_jax.workbench.site import attribution_path, image_path, transparency_path, vis_path
 
 JOB_FILE = "microscope.json"
+TRANSPARENCY_CHUNK = 16  # pictures per transparency call (an item's draws depend on its place)
+TRANSPARENCY_SAMPLES = 16
+CHUNKS_FILE = "chunks.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +89,14 @@ def _check_job_file(site_dir: Path, job: Job) -> None:
         if old != json.loads(json.dumps(record)):
             raise UserError(f"{site_dir} holds a site made with other settings ({old}); "
                             f"use another --output_dir")
+        return
     atomic.atomic_write(path, json.dumps(record, indent=1).encode())
+
+
+def remove_stale_temps(site_dir: Path) -> int:
+    """The temp files killed writers left anywhere in the site; returns how many."""
+    folders = [site_dir, *(p for p in site_dir.rglob("*") if p.is_dir())]
+    return sum(atomic.remove_stale_temps(folder) for folder in folders)
 
 
 def build(job: Job, input_spec: str, site_dir, weights_dir=None, params=None, devices=None,
@@ -87,6 +105,7 @@ def build(job: Job, input_spec: str, site_dir, weights_dir=None, params=None, de
     site_dir = render.check_folder(site_dir)
     inputs.count(input_spec)
     _check_job_file(site_dir, job)
+    remove_stale_temps(site_dir)
     sha = weights.read_manifest(weights_dir)["sha256"]
     params = jax.device_put(weights.load_params(weights_dir) if params is None else params)
     ex_dir = site_dir / "exemplars"
@@ -122,17 +141,63 @@ def _save_exemplar_images(job: Job, record: dict, input_spec: str, root: Path,
             image_io.write_png(target, exemplars.load_square(entry.input, job.exemplar_size))
 
 
-def _visualise(job: Job, layer: str, site_dir: Path, weights_dir, params, batch, log) -> None:
-    folder = site_dir / vis_path(layer, 0)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+def chunk_plan(job: Job, layer: str, site_dir: Path, batch: int) -> list[tuple[int, ...]]:
+    """The layer's channels in the chunks they are rendered in: read from
+    `vis/<layer>/chunks.json` when a previous run planned them, else planned
+    with `batch` (0: as many as fit memory now) and saved there."""
     channels = job.channel_list(layer)
-    missing = [c for c in channels if not (site_dir / vis_path(layer, c)).exists()]
-    if missing:
-        visualize.run(job.settings(layer), missing, folder.parent, weights_dir, params, batch,
-                      progress=lambda done, total: log(f"  {done}/{total} pictures"))
-    missing = [c for c in channels if not (site_dir / transparency_path(layer, c)).exists()]
-    transparency.write_beside([site_dir / vis_path(layer, c) for c in missing], layer, missing,
-                              params, seed=job.seed)
+    path = (site_dir / vis_path(layer, 0)).parent / CHUNKS_FILE
+    if path.exists():
+        try:
+            chunks = [tuple(int(c) for c in chunk) for chunk in
+                      json.loads(path.read_text())["chunks"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            chunks = None
+        if chunks is None or tuple(c for chunk in chunks for c in chunk) != channels:
+            raise UserError(f"{path.relative_to(site_dir)} in the site does not plan the job's "
+                            f"channels; delete it and that layer's pictures to start them again")
+        return chunks
+    per_call = visualize.chunk_channels(job.settings(layer), batch)
+    chunks = list(visualize.iter_chunks(channels, per_call))
+    atomic.atomic_write(path, json.dumps({"chunks": [list(c) for c in chunks]}).encode())
+    return chunks
+
+
+def _visualise(job: Job, layer: str, site_dir: Path, weights_dir, params, batch, log) -> None:
+    settings = job.settings(layer)
+    sha = weights.read_manifest(weights_dir)["sha256"]
+    kernels = caffe_ops.resolve_kernels("auto")
+    chunks = chunk_plan(job, layer, site_dir, batch)
+    for chunk in chunks:
+        missing = [c for c in chunk if not (site_dir / vis_path(layer, c)).exists()]
+        if not missing:
+            log(f"  channels {list(chunk)}: already made")
+            continue
+        log(f"  channels {list(chunk)}: rendering")
+        images = visualize.render_channels(params, settings, chunk, kernels)
+        for c, image in zip(chunk, images):
+            if c in missing:
+                image_io.write_png(site_dir / vis_path(layer, c), image, None,
+                                   visualize.metadata(settings, c, 0, chunk, kernels, sha))
+    channels = job.channel_list(layer)
+    block = TRANSPARENCY_CHUNK
+    for start in range(0, len(channels), block):
+        part = channels[start:start + block]
+        missing = [c for c in part if not (site_dir / transparency_path(layer, c)).exists()]
+        if not missing:
+            continue
+        pictures = [site_dir / vis_path(layer, c) for c in part]
+        rgb = np.stack([image_io.read_image(p)[0] for p in pictures])
+        maps = transparency.transparency(params, rgb, layer, part, TRANSPARENCY_SAMPLES,
+                                         seed=job.seed)
+        for c, picture, image, values in zip(part, pictures, rgb, maps):
+            if c in missing:
+                heatmap.write_transparency(site_dir / transparency_path(layer, c), image,
+                                           values, {"transparency": {
+                                               "picture": picture.name, "layer": layer,
+                                               "channel": int(c),
+                                               "samples": TRANSPARENCY_SAMPLES,
+                                               "seed": job.seed}})
 
 
 def _attribute(job: Job, layer: str, record: dict, site_dir: Path, params) -> None:
@@ -140,7 +205,8 @@ def _attribute(job: Job, layer: str, record: dict, site_dir: Path, params) -> No
     for c in job.channel_list(layer):
         entries = record["layers"][layer]["channels"][str(c)]
         targets = [site_dir / attribution_path(layer, c, r) for r in range(len(entries))]
-        if not entries or all(t.exists() for t in targets):
+        done = [t.exists() for t in targets]
+        if all(done):
             continue
         images = np.stack([image_io.read_image(site_dir / image_path(e["index"]))[0]
                            for e in entries])
@@ -148,7 +214,9 @@ def _attribute(job: Job, layer: str, record: dict, site_dir: Path, params) -> No
         maps = attribution.attribute_channels(params, images, layer, [c] * len(images),
                                               job.method, job.attribution_steps,
                                               seed=job.seed)
-        for target, image, values, entry in zip(targets, images, maps, entries):
+        for target, image, values, entry, exists in zip(targets, images, maps, entries, done):
+            if exists:
+                continue
             heatmap.write_overlay(target, image, values, {"attribution": {
                 "input": Path(image_path(entry["index"])).name, "objective": str(objective),
                 "method": job.method, "steps": job.attribution_steps, "seed": job.seed}})
