@@ -6,7 +6,8 @@ the same command resumes:
   exemplars/       `exemplars.mine` over the inputs (its own state file), and
                    the squared exemplar images the pages show
   vis/<layer>/     `visualize.run`, one vmapped call per chunk of channels,
-                   and each picture's transparency map (`transparency`)
+                   with each picture's transparency map (accumulated while
+                   it is optimised)
   attr/<layer>/    each exemplar's attribution for its channel (`attribution`),
                    the K exemplars of a channel in one call
   scores/<layer>.json  `scores.channel_scores`, also written into each
@@ -27,7 +28,7 @@ import numpy as np
 from dream_jax.io import atomic, image_io, inputs
 from dream_jax.workbench import attribution, exemplars, heatmap, scores, site
 from dream_jax import objectives, render
-from dream_jax.vis import transparency, visualize
+from dream_jax.vis import visualize
 from dream_jax.model import weights
 from dream_jax.errors import UserError
 from dream_jax.workbench.site import attribution_path, image_path, transparency_path, vis_path
@@ -126,13 +127,12 @@ def _visualise(job: Job, layer: str, site_dir: Path, weights_dir, params, batch,
     folder = site_dir / vis_path(layer, 0)
     folder.parent.mkdir(parents=True, exist_ok=True)
     channels = job.channel_list(layer)
-    missing = [c for c in channels if not (site_dir / vis_path(layer, c)).exists()]
+    missing = [c for c in channels if not ((site_dir / vis_path(layer, c)).exists()
+                                           and (site_dir / transparency_path(layer, c)).exists())]
     if missing:
         visualize.run(job.settings(layer), missing, folder.parent, weights_dir, params, batch,
-                      progress=lambda done, total: log(f"  {done}/{total} pictures"))
-    missing = [c for c in channels if not (site_dir / transparency_path(layer, c)).exists()]
-    transparency.write_beside([site_dir / vis_path(layer, c) for c in missing], layer, missing,
-                              params, seed=job.seed)
+                      progress=lambda done, total: log(f"  {done}/{total} pictures"),
+                      transparency=True)
 
 
 def _attribute(job: Job, layer: str, record: dict, site_dir: Path, params) -> None:
