@@ -220,5 +220,8 @@ def test_transparency_is_written_beside_each_picture_and_replayed(weights_dir, t
     proc = run_main("visualize", f"--replay={tmp_path}/inception_3a-output_c4.png",
                     "--transparency", f"--output_dir={again}", f"--weights={weights_dir}")
     assert proc.returncode == 0, proc.stderr
+    for name in ("inception_3a-output_c4.png", "inception_3a-output_c4_transparency.png"):
+        np.testing.assert_array_equal(image_io.read_image(again / name)[0],
+                                      image_io.read_image(tmp_path / name)[0])
     np.testing.assert_array_equal(np.load(again / "inception_3a-output_c4_transparency.npy"),
                                   np.load(tmp_path / "inception_3a-output_c4_transparency.npy"))

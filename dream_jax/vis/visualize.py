@@ -9,9 +9,11 @@ adversarial. That is lucid's `render_vis`, with its defaults: decorrelated
 Fourier image, Adam at 0.05, the standard transforms.
 
 Many channels run as one batch: every item has its own parameters, key and
-optimiser state (vmapped), and all steps run in one jitted `fori_loop`, so
-there is no Python loop over steps or channels and no host round trip per
-step. Batches are chunked to fit memory (`gradients.gradient_bytes`).
+optimiser state (vmapped), and all steps run in one jitted `fori_loop` (the
+ascent loop dreams use, `engine.loop`), so there is no Python loop over steps
+or channels and no host round trip per step. The loop also sums each
+picture's |gradient| over the steps: its MaCo transparency map. Batches are
+chunked to fit memory (`gradients.gradient_bytes`).
 
 An item's randomness is `fold_in(fold_in(seed, channel), copy)`, so a picture
 does not depend on which other channels shared its run, except through batch
