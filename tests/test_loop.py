@@ -32,7 +32,7 @@ def _brute_force(z, keys, steps):
     for i in range(steps):
         step_keys = jnp.stack([jax.random.fold_in(k, i) for k in keys])
         total = total + jnp.abs(jax.grad(_loss)(_image_of(z), step_keys)).sum(-1)
-        grads = jax.grad(lambda v: _loss(_image_of(v), step_keys))(z)
+        grads = jax.grad(lambda v, k=step_keys: _loss(_image_of(v), k))(z)
         updates, state = optax.adam(0.1).update(grads, state, z)
         z = jnp.clip(optax.apply_updates(z, updates), -1.0, 1.0)
     return z, total

@@ -19,7 +19,8 @@ gradient each step already takes.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,8 +65,8 @@ def ascend(step: Step, variables, keys, steps, accumulate: bool = False):
 
     total = None
     if accumulate:
-        shape = jax.eval_shape(lambda v: images_and_back(v)[0], variables).shape[:-1]
-        total = jnp.zeros(shape, jnp.float32)
+        images = jax.eval_shape(step.image_of or (lambda v: v), variables)
+        total = jnp.zeros(images.shape[:-1], jnp.float32)
     carry = (variables, jax.vmap(step.optimizer.init)(variables), total)
     variables, _, total = lax.fori_loop(0, steps, body, carry)
     return variables, total
