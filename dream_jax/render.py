@@ -22,16 +22,16 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dream_jax import __version__, api, objectives
+from dream_jax import api, objectives
 from dream_jax.engine import deepdream
-from dream_jax.io import image_io, replay_files
+from dream_jax.io import image_io, replay, replay_files
 from dream_jax.model import weights
-from dream_jax.io import build, record as records
+from dream_jax.io import record as records
 from dream_jax.io.outputs import check_folder, check_output, same_file  # noqa: F401 -- API
 from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 
-METADATA_KEY = "dream_jax"
+METADATA_KEY = replay.METADATA_KEY
 DEFAULT_NOISE_SIZE = 512
 MIN_SIDE = 16  # smaller images give the network 1x1 maps at every layer: nothing to dream
 MAX_SEED = 2**32 - 1  # JAX keys take 32-bit seeds; larger ones would silently collide
@@ -203,7 +203,7 @@ def _fingerprint(recorded: dict) -> str:
 def recorded_fingerprint(png: str | os.PathLike) -> str | None:
     """The request fingerprint a dream's PNG records (None: it records none).
     Records written before the field existed: that of their recorded request."""
-    text = image_io.read_png_metadata(png).get(METADATA_KEY)
+    text = replay.text_of(png)
     if text is None:
         return None
     record = records.loads(text, _request_spec(), str(png))
@@ -216,20 +216,10 @@ def metadata(request: DreamRequest, weights_sha256: str, digests: dict[str, str]
     and the sha256 of the bytes each file was decoded from (`digests`: path -> sha256)."""
     def sha(path):
         return None if path is None else digests[path]
-    record = {
-        "schema": records.SCHEMA,
-        "version": __version__,
-        "request": _recorded(request),
-        "request_sha256": fingerprint(request),
-        "input_sha256": sha(request.input),
-        "guide_sha256": sha(request.guide),
-        "mask_sha256": sha(request.mask),
-        "region_sha256": [sha(m) for m, _ in request.regions],
-        "weights_sha256": weights_sha256,
-        "backend": jax.default_backend(),
-        "build": build.current(),
-    }
-    return {METADATA_KEY: json.dumps(record, sort_keys=True), "Software": f"dream_jax {__version__}"}
+    return replay.png_text(
+        weights_sha256, request=_recorded(request), request_sha256=fingerprint(request),
+        input_sha256=sha(request.input), guide_sha256=sha(request.guide),
+        mask_sha256=sha(request.mask), region_sha256=[sha(m) for m, _ in request.regions])
 
 
 def _request_spec() -> records.Obj:
@@ -243,12 +233,10 @@ def _request_spec() -> records.Obj:
          "noise_size": records.Int(1, 2**31 - 1), "max_pixels": records.Int(1, 2**62),
          "regions": records.List(records.Pair(records.Name(), objective), 64)},
         closed=True)
-    return records.Obj(
-        {"request": request, "weights_sha256": records.Sha256()},
-        {"schema": records.Int(1), "version": records.Str(64), "backend": records.Str(64),
-         "build": records.Table(), "request_sha256": records.Sha256(),
-         "input_sha256": sha, "guide_sha256": sha, "mask_sha256": sha,
-         "region_sha256": records.List(records.Sha256(), 64)})
+    return replay.spec({"request": request},
+                       {"request_sha256": records.Sha256(), "input_sha256": sha,
+                        "guide_sha256": sha, "mask_sha256": sha,
+                        "region_sha256": records.List(records.Sha256(), 64)})
 
 
 def request_from_png(path: str | os.PathLike, input_path: str | None = None,
@@ -257,10 +245,8 @@ def request_from_png(path: str | os.PathLike, input_path: str | None = None,
     """The request stored in a dream's PNG, checked against the record schema,
     with its files located and checked (see `replay_files.locate`), and the record."""
     path = Path(path)
-    text = image_io.read_png_metadata(path).get(METADATA_KEY)
-    if text is None:
-        raise UserError(f"{path}: no dream_jax metadata (not written by dream_jax?)")
-    record = records.loads(text, _request_spec(), str(path))
+    record = replay.read(path, None, _request_spec(),
+                         f"{path}: no dream_jax metadata (not written by dream_jax?)")
     fields = dict(record["request"])
     regions = fields.pop("regions", [])
     region_digests = record.get("region_sha256", [])
@@ -293,10 +279,7 @@ def render(request: DreamRequest, output: str | os.PathLike, params=None,
                  else None)
     manifest = weights.read_manifest(weights_dir)
     if replay_record is not None:
-        if replay_record.get("weights_sha256") != manifest["sha256"]:
-            raise UserError("cannot replay: the dream was made with different weights "
-                            f"(sha256 {replay_record.get('weights_sha256')})")
-        build.warn_if_other(replay_record, "the dream")
+        replay.check_replayable(replay_record, manifest["sha256"], "the dream")
     params = weights.load_params(weights_dir) if params is None else params
     data = api.guide_data(params, guide_rgb, objectives.union_terms(region_objectives))
     bar = tqdm(total=request.config.octave_n * request.config.iter_n, unit="step",

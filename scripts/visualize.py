@@ -9,8 +9,7 @@ from absl import flags
 
 from dream_jax import cli
 from dream_jax.engine import optimizers
-from dream_jax.vis import parameterize, transforms, transparency, visualize
-from dream_jax.model import weights
+from dream_jax.vis import parameterize, transforms, visualize
 from dream_jax.errors import UserError
 
 _D = visualize.Settings()
@@ -36,7 +35,8 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", "vis", "Folder for the PNGs (cre
 _WEIGHTS = flags.DEFINE_string("weights", None, "Converted weights folder (default: weights/).")
 _REPLAY = flags.DEFINE_string("replay", None, "Re-run the picture stored in this PNG.")
 _TRANSPARENCY = flags.DEFINE_bool("transparency", False, "Also write each picture's MaCo-style "
-                                  "transparency map beside it (<name>_transparency.png/.npy).")
+                                  "transparency map beside it (<name>_transparency.png/.npy): "
+                                  "|gradient| accumulated over the optimisation.")
 
 
 def _make_output_dir() -> None:
@@ -51,7 +51,9 @@ def _make_output_dir() -> None:
 def main():
     if _REPLAY.value:
         _make_output_dir()
-        print(f"wrote {visualize.replay(_REPLAY.value, _OUTPUT_DIR.value, _WEIGHTS.value)}")
+        path = visualize.replay(_REPLAY.value, _OUTPUT_DIR.value, _WEIGHTS.value,
+                                transparency=_TRANSPARENCY.value)
+        print(f"wrote {path}")
         return
     settings = visualize.Settings(
         layer=_LAYER.value, size=_SIZE.value, steps=_STEPS.value, param=_PARAM.value,
@@ -61,13 +63,10 @@ def main():
     channels = visualize.parse_channels(_CHANNELS.value, settings.layer)
     _make_output_dir()
     summary = visualize.run(settings, channels, _OUTPUT_DIR.value, _WEIGHTS.value,
-                            batch=_BATCH.value,
+                            batch=_BATCH.value, transparency=_TRANSPARENCY.value,
                             progress=lambda done, total: print(f"{done}/{total} channels"))
     if _TRANSPARENCY.value:
-        written = transparency.write_beside(
-            summary["files"], settings.layer, [c for c in channels for _ in range(settings.copies)],
-            weights.load_params(_WEIGHTS.value), seed=settings.seed)
-        print(f"wrote {len(written)} transparency maps")
+        print(f"wrote {len(summary['files'])} transparency maps")
     print(f"wrote {len(summary['files'])} pictures and {summary['contact_sheet']} "
           f"({summary['chunk']} channels per call)")
 

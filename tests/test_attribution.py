@@ -1,9 +1,8 @@
 """Attribution: deletion curves fall faster than random, integrated gradients
 add up, samples batch like singles, small images are refused, outputs are
-written as overlay + raw map; the transparency map is the accumulated gradient."""
+written as overlay + raw map."""
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from dream_jax.workbench import attribution
 from dream_jax.model import DEFAULT as NET, googlenet, preprocess
 from dream_jax.io import image_io
 from dream_jax import objectives
-from dream_jax.vis import transparency
 from dream_jax.errors import UserError
 from tests.conftest import assert_one_line_error, compilations, run_main
 
@@ -117,37 +115,6 @@ def test_script_writes_overlay_and_raw_map(weights_dir, cat, tmp_path):
     assert raw.shape == cat.shape[:2] and overlay.shape == cat.shape and (raw >= 0).all()
     text = image_io.read_png_metadata(tmp_path / "cat_sg.png")["dream_jax_map"]
     assert str(tmp_path) not in text and json.loads(text)["attribution"]["input"] == "cat.png"
-
-
-def test_transparency_is_the_accumulated_pixel_gradient(params, cat):
-    pictures = np.stack([cat[:, :64], cat[:, 32:]])
-    channels = [3, 40]
-    plain = transparency.transparency(params, pictures, LAYER, channels, samples=1,
-                                      transform_name="none")
-    for picture, channel, got in zip(pictures, channels, plain):
-        def mean_channel(p):
-            x = preprocess.to_model(p * 255.0, preprocess.DREAM_MEAN_BGR)[None]
-            return googlenet.apply(params, x, (LAYER,))[LAYER][0, ..., channel].mean()
-        grad = jax.grad(mean_channel)(jnp.asarray(picture, jnp.float32) / 255.0)
-        np.testing.assert_allclose(got, np.abs(np.asarray(grad)).sum(-1), rtol=1e-4,
-                                   atol=1e-6 * np.abs(grad).max())
-    jittered = transparency.transparency(params, pictures, LAYER, channels, samples=4)
-    assert jittered.shape == (2, 64, 64) and (jittered >= 0).all()
-    assert not np.allclose(jittered[0] / 4, plain[0])  # the transformations moved it
-
-
-def test_visualize_writes_a_transparency_map_beside_each_picture(weights_dir, tmp_path):
-    proc = run_main("visualize", "--layer=inception_3a/output", "--channels=1,4", "--size=32",
-                    "--steps=2", "--transparency", f"--output_dir={tmp_path}",
-                    f"--weights={weights_dir}")
-    assert proc.returncode == 0, proc.stderr
-    for c in (1, 4):
-        picture = image_io.read_image(tmp_path / f"inception_3a-output_c{c}.png")[0]
-        rgb, alpha = image_io.read_image(tmp_path / f"inception_3a-output_c{c}_transparency.png")
-        raw = np.load(tmp_path / f"inception_3a-output_c{c}_transparency.npy")
-        np.testing.assert_array_equal(rgb, picture)
-        assert alpha is not None and alpha.shape == raw.shape == picture.shape[:2]
-        assert alpha.max() == 255 and alpha.min() < 255  # it says where, not everywhere
 
 
 def test_channels_as_data_give_what_the_objective_gives(params, cat):

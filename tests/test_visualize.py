@@ -1,5 +1,6 @@
 """Feature visualisation: bad input is one line, replay gives the same pixels,
 pictures drive their own channel, diversity spreads copies of one channel."""
+import dataclasses
 import json
 
 import jax
@@ -158,8 +159,8 @@ def test_diversity_makes_copies_of_one_channel_differ(params):
     params = jax.device_put(params)
     runs = []
     for weight in (0.0, 100.0):  # the weight is data: one compilation for both runs
-        pictures = visualize.optimize(params, jnp.full(3, 97), jnp.full((3, 1), weight), keys,
-                                      terms=terms, settings=settings, kernels="auto")
+        pictures, _ = visualize.optimize(params, jnp.full(3, 97), jnp.full((3, 1), weight), keys,
+                                         terms=terms, settings=settings, kernels="auto")
         runs.append(np.asarray(pictures) * 255.0)
     plain, diverse = runs
     assert _gram_similarity(params, diverse) < 0.7 * _gram_similarity(params, plain)
@@ -183,3 +184,44 @@ def test_post_relu_objective_raises_live_channels(params):
         pictures = visualize.render_channels(jax.device_put(params), settings, alive)
         own.append(np.diag(visualize.channel_means(params, pictures, layer)[:, alive]))
     assert (own[1] > 1.5 * own[0]).all(), own
+
+
+# --- transparency: |gradient| accumulated along the optimisation ---
+
+def test_transparency_concentrates_on_a_neurons_receptive_field(params):
+    """A neuron at (0.25, 0.25) of conv2/3x3 sees a small patch of the picture: the
+    map's mass lies around it, where a whole channel's map spreads everywhere."""
+    layer, c = "conv2/3x3", 10
+    plain = visualize.Settings(layer=layer, size=64, steps=3, param="pixel", transforms="none")
+    neuron = dataclasses.replace(plain, objective_extra=f"1000*neuron({layer},{c},0.25,0.25)")
+    shares = []
+    for settings in (plain, neuron):
+        pictures, maps = visualize.render_with_transparency(jax.device_put(params), settings,
+                                                            (c,))
+        assert maps.shape == pictures.shape[:3] and maps.dtype == np.float32
+        assert (maps >= 0).all() and maps.max() > 0
+        shares.append(maps[0, 4:28, 4:28].sum() / maps[0].sum())
+    assert shares[1] > 0.9 and shares[0] < 0.5, shares
+
+
+def test_transparency_is_written_beside_each_picture_and_replayed(weights_dir, tmp_path):
+    proc = run_main("visualize", "--layer=inception_3a/output", "--channels=1,4", "--size=32",
+                    "--steps=2", "--transparency", f"--output_dir={tmp_path}",
+                    f"--weights={weights_dir}")
+    assert proc.returncode == 0, proc.stderr
+    for c in (1, 4):
+        picture = image_io.read_image(tmp_path / f"inception_3a-output_c{c}.png")[0]
+        rgb, alpha = image_io.read_image(tmp_path / f"inception_3a-output_c{c}_transparency.png")
+        raw = np.load(tmp_path / f"inception_3a-output_c{c}_transparency.npy")
+        np.testing.assert_array_equal(rgb, picture)
+        assert alpha is not None and alpha.shape == raw.shape == picture.shape[:2]
+        assert alpha.max() == 255 and alpha.min() < 255  # it says where, not everywhere
+    again = tmp_path / "again"
+    proc = run_main("visualize", f"--replay={tmp_path}/inception_3a-output_c4.png",
+                    "--transparency", f"--output_dir={again}", f"--weights={weights_dir}")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("inception_3a-output_c4.png", "inception_3a-output_c4_transparency.png"):
+        np.testing.assert_array_equal(image_io.read_image(again / name)[0],
+                                      image_io.read_image(tmp_path / name)[0])
+    np.testing.assert_array_equal(np.load(again / "inception_3a-output_c4_transparency.npy"),
+                                  np.load(tmp_path / "inception_3a-output_c4_transparency.npy"))

@@ -8,8 +8,9 @@
                 (dreamed minus original) to the next level.
 
 One octave of a batch is one compiled call (`dream_level`: the detail of the
-level below zoomed on, then `dream_octave`, a loop over steps of a vmapped
-`make_step`), so the hot path has no Python loop and no host round-trip. Each image carries its own PRNG key and its objective's weights and
+level below zoomed on, then `dream_octave`, `make_step`'s parts in the ascent
+loop visualisations share, `loop.ascend`), so the hot path has no Python loop
+and no host round-trip. Each image carries its own PRNG key and its objective's weights and
 indices (data: only the objectives' structure compiles, see objectives): N
 images x M objectives dream in one call, a new channel or class reuses the
 compiled octaves, and a batch gives the pixels of the same images dreamed one
@@ -26,11 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from jax import lax
 
 from dream_jax.model import DEFAULT as NET
 from dream_jax.model import caffe_ops
-from dream_jax.engine import compile_cache, devices, gradients, lapnorm, optimizers
+from dream_jax.engine import compile_cache, devices, gradients, lapnorm, loop, optimizers
 from dream_jax import objectives
 from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
@@ -66,22 +66,34 @@ def ascent(config: "StepConfig") -> optax.GradientTransformation:
         config.optimizer, config.step_size, config.schedule, max(config.schedule_steps, 1)))
 
 
-def make_step(image, key, gradient, optimizer, opt_state, jitter: int, reference=None,
-              masks=None):
-    """One step on one image (H, W, 3); `gradient(image, reference)` is d objective
-    / d image. With region masks (K, H, W, 1) it gives one gradient per region
-    (K, H, W, 3), and each counts where its mask is white, at the same strength
-    (each is scaled to unit mean |g| under its mask, as if dreamed alone)."""
-    oy, ox = jax.random.randint(key, (2,), -jitter, jitter + 1)
-    roll = functools.partial(jnp.roll, shift=(oy, ox), axis=(0, 1))
-    g = jnp.roll(gradient(roll(image), jax.tree.map(roll, reference)), (-oy, -ox), (-3, -2))
-    if masks is not None:
-        strength = (jnp.sum(jnp.abs(g) * masks, axis=(1, 2, 3), keepdims=True)
-                    / (3 * jnp.sum(masks, axis=(1, 2, 3), keepdims=True) + _EPS))
-        g = jnp.sum(masks * g / (strength + _EPS), axis=0)
-    updates, opt_state = optimizer.update(g, opt_state, image)
-    image = jnp.nan_to_num(optax.apply_updates(image, updates))  # never let a NaN out
-    return jnp.clip(image, _LOW, _HIGH), opt_state
+def clip_pixels(image):
+    """Valid model-space pixels; a NaN never gets out."""
+    return jnp.clip(jnp.nan_to_num(image), _LOW, _HIGH)
+
+
+def make_step(gradient, config: "StepConfig", weights, references=None, masks=None
+              ) -> loop.Step:
+    """The notebook's make_step for a batch, as the parts of the shared ascent
+    loop (`loop.ascend`): roll each image by a random jitter, take the
+    objective's gradient `gradient(image, weights, reference)`, roll it back;
+    take the normalised ascent step (`ascent`, an optax transformation); clip to
+    valid pixels. With region masks (K, H, W, 1) per image the gradient is one
+    per region (K, H, W, 3), and each counts where its mask is white, at the same
+    strength (each is scaled to unit mean |g| under its mask, as if dreamed alone)."""
+    def jittered(image, key, weights, reference, masks):
+        oy, ox = jax.random.randint(key, (2,), -config.jitter, config.jitter + 1)
+        roll = functools.partial(jnp.roll, shift=(oy, ox), axis=(0, 1))
+        g = jnp.roll(gradient(roll(image), weights, jax.tree.map(roll, reference)),
+                     (-oy, -ox), (-3, -2))
+        if masks is not None:
+            strength = (jnp.sum(jnp.abs(g) * masks, axis=(1, 2, 3), keepdims=True)
+                        / (3 * jnp.sum(masks, axis=(1, 2, 3), keepdims=True) + _EPS))
+            g = jnp.sum(masks * g / (strength + _EPS), axis=0)
+        return g
+
+    def batch_gradient(images, keys):
+        return jax.vmap(jittered)(images, keys, weights, references, masks)
+    return loop.Step(batch_gradient, ascent(config), clip_pixels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,27 +143,16 @@ def dream_octave(params, images, weights, data, keys, steps, references=None, ma
     (B, H, W, 3): the images `input_distance` measures from. With region `masks`
     (B, K, H, W, 1), weights are (B, K, T): objective k dreams where mask k is white."""
     params = jax.tree.map(lambda p: p.astype(config.precision), params)
-    optimizer = ascent(config)
 
-    def step(image, weights, key, opt_state, reference, masks):
-        def region_gradient(weights, image, reference):
+    def image_gradient(image, weights, reference):
+        def region_gradient(weights):
             value = functools.partial(objective_value, params, weights=weights, data=data,
                                       terms=terms, kernels=config.kernels, reference=reference)
             return gradient(value, image)
+        return region_gradient(weights) if masks is None else jax.vmap(region_gradient)(weights)
 
-        def image_gradient(image, reference):
-            if masks is None:
-                return region_gradient(weights, image, reference)
-            return jax.vmap(region_gradient, (0, None, None))(weights, image, reference)
-        return make_step(image, key, image_gradient, optimizer, opt_state, config.jitter,
-                         reference, masks)
-
-    def body(i, carry):
-        step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, i)
-        return jax.vmap(step)(carry[0], weights, step_keys, carry[1], references, masks)
-
-    images, _ = lax.fori_loop(0, steps, body, (images, jax.vmap(optimizer.init)(images)))
-    return images
+    step = make_step(image_gradient, config, weights, references, masks)
+    return loop.ascend(step, images, keys, steps)[0]
 
 
 # --- the octave pyramid ---

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import math
 import os
 import stat
 import threading
@@ -296,3 +297,20 @@ def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
     except Exception as e:  # noqa: BLE001 - crafted chunks (text bombs, bad lengths)
         raise ImageError(f"{what}: cannot read PNG metadata ({type(e).__name__}: "
                          f"{_first_line(e)})") from None
+
+
+def contact_sheet(images, labels, columns: int = 0) -> np.ndarray:
+    """The pictures on a grid, each labelled underneath (PIL's default font)."""
+    from PIL import ImageDraw, ImageFont
+    n, h, w = len(images), images[0].shape[0], images[0].shape[1]
+    columns = columns or math.ceil(math.sqrt(n))
+    rows, label_h, gap = math.ceil(n / columns), 14, 4
+    sheet = Image.new("RGB", (columns * (w + gap) + gap, rows * (h + label_h + gap) + gap),
+                      "white")
+    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
+    for i, (image, label) in enumerate(zip(images, labels)):
+        x = gap + (i % columns) * (w + gap)
+        y = gap + (i // columns) * (h + label_h + gap)
+        sheet.paste(Image.fromarray(image), (x, y))
+        draw.text((x + 2, y + h + 1), label, fill="black", font=font)
+    return np.asarray(sheet)

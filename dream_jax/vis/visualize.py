@@ -9,9 +9,11 @@ adversarial. That is lucid's `render_vis`, with its defaults: decorrelated
 Fourier image, Adam at 0.05, the standard transforms.
 
 Many channels run as one batch: every item has its own parameters, key and
-optimiser state (vmapped), and all steps run in one jitted `fori_loop`, so
-there is no Python loop over steps or channels and no host round trip per
-step. Batches are chunked to fit memory (`gradients.gradient_bytes`).
+optimiser state (vmapped), and all steps run in one jitted `fori_loop` (the
+ascent loop dreams use, `engine.loop`), so there is no Python loop over steps
+or channels and no host round trip per step. The loop also sums each
+picture's |gradient| over the steps: its MaCo transparency map. Batches are
+chunked to fit memory (`gradients.gradient_bytes`).
 
 An item's randomness is `fold_in(fold_in(seed, channel), copy)`, so a picture
 does not depend on which other channels shared its run, except through batch
@@ -23,25 +25,24 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 from pathlib import Path
 from typing import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from dream_jax import __version__, objectives, render
 from dream_jax.model import DEFAULT as NET
 from dream_jax.model import caffe_ops, prerelu, preprocess, weights
-from dream_jax.engine import deepdream, gradients, optimizers
+from dream_jax.engine import deepdream, gradients, loop, optimizers
 from dream_jax.io import image_io
 from dream_jax.vis import parameterize, transforms
-from dream_jax.io import build, record as records
+from dream_jax.workbench import heatmap
+from dream_jax.io import record as records, replay as replays
 from dream_jax.errors import UserError
 
-METADATA_KEY = render.METADATA_KEY
+METADATA_KEY = replays.METADATA_KEY
 MIN_SIDE = render.MIN_SIDE
 MAX_SIZE = 10_000  # a side of image_io.DEFAULT_MAX_PIXELS: checked before anything is allocated
 CONTACT_SHEET = "contact_sheet.png"
@@ -138,9 +139,10 @@ def to_model_space(rgb01):
 def optimize(params, channels, weights, keys, *, terms, settings: Settings, kernels: str):
     """Pictures (B, H, W, 3) in [0, 1], item b maximising channel channels[b] of
     settings.layer plus the extra `terms` (slots) with their Bindings `weights`
-    (leading axis B), started and transformed from keys[b]. Channels and the
-    bindings are data: one compilation for any of them. All steps run in one
-    fori_loop."""
+    (leading axis B), started and transformed from keys[b], and their MaCo
+    transparency maps (B, H, W): |d objective / d picture| summed over the steps.
+    Channels and the bindings are data: one compilation for any of them. The
+    steps run in the ascent loop dreams use (`loop.ascend`)."""
     param = parameterize.get(settings.param)
     transform = transforms.by_name(settings.transforms)
     optimizer = optimizers.make(settings.optimizer, settings.learning_rate, settings.schedule,
@@ -153,9 +155,8 @@ def optimize(params, channels, weights, keys, *, terms, settings: Settings, kern
     z = jax.vmap(lambda k: jax.tree.map(lambda a: a[0], param.init(k, 1, settings.size))
                  )(init_keys)
 
-    def loss(z, keys):
-        rgb = jax.vmap(transform)(keys, param.to_image(z, settings.size))
-        x = to_model_space(rgb)
+    def loss(images, keys):
+        x = to_model_space(jax.vmap(transform)(keys, images))
         acts = {**NET.apply(params, x, layers, kernels), objectives.INPUT: x}
         if settings.uses_pre_relu:
             value = jax.vmap(lambda a, c: prerelu.channel_map(params, a, layer, c).mean()
@@ -166,14 +167,10 @@ def optimize(params, channels, weights, keys, *, terms, settings: Settings, kern
             value = value + objectives.evaluate_batch(terms, weights, acts, {})
         return -jnp.sum(value)
 
-    def step(i, carry):
-        z, state = carry
-        grads = jax.grad(loss)(z, jax.vmap(jax.random.fold_in, (0, None))(step_keys, i))
-        updates, state = jax.vmap(optimizer.update)(grads, state, z)  # per item (lamb's norms)
-        return optax.apply_updates(z, updates), state
-
-    z, _ = jax.lax.fori_loop(0, settings.steps, step, (z, jax.vmap(optimizer.init)(z)))
-    return param.to_image(z, settings.size)
+    image_of = functools.partial(param.to_image, size=settings.size)
+    step = loop.Step(jax.grad(loss), optimizer, image_of=image_of)
+    z, transparency = loop.ascend(step, z, step_keys, settings.steps, accumulate=True)
+    return image_of(z), transparency
 
 
 def item_key(seed: int, channel: int, copy: int) -> jax.Array:
@@ -181,9 +178,16 @@ def item_key(seed: int, channel: int, copy: int) -> jax.Array:
 
 
 def render_channels(params, settings: Settings, channels, kernels: str = "auto") -> np.ndarray:
-    """uint8 pictures (len(channels) * copies, size, size, 3), channel-major, in one call.
-    The program is the settings' (less the seed) and the extra terms' structure:
-    other channels, seeds and indices inside `objective_extra` reuse it."""
+    """uint8 pictures (len(channels) * copies, size, size, 3), channel-major, in one call."""
+    return render_with_transparency(params, settings, channels, kernels)[0]
+
+
+def render_with_transparency(params, settings: Settings, channels, kernels: str = "auto"
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """The pictures of `render_channels` and their float32 transparency maps
+    (N, size, size), in one call. The program is the settings' (less the seed)
+    and the extra terms' structure: other channels, seeds and indices inside
+    `objective_extra` reuse it."""
     items = [(c, k) for c in channels for k in range(settings.copies)]
     extra = ([objectives.parse(settings.objective_extra)] if settings.objective_extra.strip()
              else [])
@@ -191,10 +195,10 @@ def render_channels(params, settings: Settings, channels, kernels: str = "auto")
     bindings = objectives.bind((extra or [objectives.Objective()]) * len(items), slots)
     keys = jnp.stack([item_key(settings.seed, c, k) for c, k in items])
     program = dataclasses.replace(settings, objective_extra="", seed=0, copies=1)
-    images = optimize(params, jnp.asarray([c for c, _ in items], jnp.int32),
-                      jax.tree.map(jnp.asarray, bindings), keys, terms=slots,
-                      settings=program, kernels=caffe_ops.resolve_kernels(kernels))
-    return preprocess.to_uint8(np.asarray(images) * 255.0)
+    images, maps = optimize(params, jnp.asarray([c for c, _ in items], jnp.int32),
+                            jax.tree.map(jnp.asarray, bindings), keys, terms=slots,
+                            settings=program, kernels=caffe_ops.resolve_kernels(kernels))
+    return preprocess.to_uint8(np.asarray(images) * 255.0), np.asarray(maps, np.float32)
 
 
 def chunk_channels(settings: Settings, batch: int = 0, budget: int = 0) -> int:
@@ -219,38 +223,39 @@ def metadata(settings: Settings, channel: int, copy: int, chunk, kernels: str,
              weights_sha256: str) -> dict[str, str]:
     """PNG text: the settings, this picture's channel/copy, the chunk it ran in
     (replay re-runs it), weights sha256, version. No paths."""
-    record = {"schema": records.SCHEMA, "version": __version__, "weights_sha256": weights_sha256,
-              "backend": jax.default_backend(), "build": build.current(), "kernels": kernels,
-              "visualization": {**dataclasses.asdict(settings), "channel": channel,
-                                "copy": copy, "chunk": list(chunk)}}
-    return {METADATA_KEY: json.dumps(record, sort_keys=True),
-            "Software": f"dream_jax {__version__}"}
-
-
-def contact_sheet(images, labels, columns: int = 0) -> np.ndarray:
-    """The pictures on a grid, each labelled underneath (PIL's default font)."""
-    from PIL import Image, ImageDraw, ImageFont
-    n, h, w = len(images), images[0].shape[0], images[0].shape[1]
-    columns = columns or math.ceil(math.sqrt(n))
-    rows, label_h, gap = math.ceil(n / columns), 14, 4
-    sheet = Image.new("RGB", (columns * (w + gap) + gap, rows * (h + label_h + gap) + gap),
-                      "white")
-    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
-    for i, (image, label) in enumerate(zip(images, labels)):
-        x = gap + (i % columns) * (w + gap)
-        y = gap + (i // columns) * (h + label_h + gap)
-        sheet.paste(Image.fromarray(image), (x, y))
-        draw.text((x + 2, y + h + 1), label, fill="black", font=font)
-    return np.asarray(sheet)
+    return replays.png_text(weights_sha256, kernels=kernels, visualization={
+        **dataclasses.asdict(settings), "channel": channel, "copy": copy, "chunk": list(chunk)})
 
 
 def _record_sha(weights_dir) -> str:
     return weights.read_manifest(weights_dir)["sha256"]
 
 
+def transparency_name(picture: str) -> str:
+    """`<stem>_transparency.png` (and `.npy`): the map written beside a picture."""
+    return picture[:-len(".png")] + "_transparency.png"
+
+
+def write_picture(output_dir: Path, image, transparency, settings: Settings, channel: int, copy: int,
+           chunk, kernels: str, weights_sha256: str) -> Path:
+    """A picture with its record, its transparency map (when given) beside it first."""
+    path = output_dir / file_name(settings.layer, channel, copy, settings.copies)
+    if transparency is not None:
+        heatmap.write_transparency(
+            path.with_name(transparency_name(path.name)), image, transparency,
+            {"transparency": {"picture": path.name, "layer": settings.layer,
+                              "channel": channel, "copy": copy, "steps": settings.steps}})
+    image_io.write_png(path, image, None,
+                       metadata(settings, channel, copy, chunk, kernels, weights_sha256))
+    return path
+
+
 def run(settings: Settings, channels, output_dir, weights_dir=None, params=None,
-        batch: int = 0, kernels: str = "auto", progress=None) -> dict:
+        batch: int = 0, kernels: str = "auto", progress=None, transparency: bool = False
+        ) -> dict:
     """One PNG per picture in `output_dir` and `contact_sheet.png`; returns a summary.
+    With `transparency`, each picture's MaCo map goes beside it first (RGBA
+    `transparency_name` and the raw `.npy`), so a picture on disk has its map.
     `progress(done, total)` is called after each chunk."""
     output_dir = render.check_folder(output_dir)
     per_call = chunk_channels(settings, batch)
@@ -260,17 +265,16 @@ def run(settings: Settings, channels, output_dir, weights_dir=None, params=None,
     kernels = caffe_ops.resolve_kernels(kernels)
     written, thumbs, labels = [], [], []
     for chunk in iter_chunks(channels, per_call):
-        images = render_channels(params, settings, chunk, kernels)
+        images, maps = render_with_transparency(params, settings, chunk, kernels)
         for i, (c, k) in enumerate((c, k) for c in chunk for k in range(settings.copies)):
-            path = output_dir / file_name(settings.layer, c, k, settings.copies)
-            image_io.write_png(path, images[i], None,
-                               metadata(settings, c, k, chunk, kernels, sha))
+            path = write_picture(output_dir, images[i], maps[i] if transparency else None,
+                          settings, c, k, chunk, kernels, sha)
             written.append(path)
             thumbs.append(images[i])
             labels.append(f"c{c}" + (f"/{k}" if settings.copies > 1 else ""))
         if progress:
             progress(len(written) // settings.copies, len(channels))
-    sheet = contact_sheet(thumbs, labels)
+    sheet = image_io.contact_sheet(thumbs, labels)
     sheet_meta = {METADATA_KEY: json.dumps({"version": __version__, "contact_sheet": {
         "layer": settings.layer, "channels": list(channels), "files": [p.name for p in written]}},
         sort_keys=True)}
@@ -284,20 +288,15 @@ def _record_spec() -> records.Obj:
     index = records.Int(0, 2**31 - 1)
     vis = records.fields_spec(Settings, {"channel": index, "copy": index,
                                          "chunk": records.List(index)})
-    return records.Obj({"weights_sha256": records.Sha256(), "kernels": records.Str(16),
-                        "visualization": vis},
-                       {"schema": records.Int(1), "version": records.Str(64),
-                        "backend": records.Str(64), "build": records.Table()})
+    return replays.spec({"kernels": records.Str(16), "visualization": vis})
 
 
 def read_record(png) -> dict:
     """The visualisation record stored in a picture written by `run`, checked
     against its schema."""
-    text = image_io.read_png_metadata(png).get(METADATA_KEY)
-    if text is None or '"visualization"' not in text:
-        raise UserError(f"{png}: not a feature visualisation written by dream_jax "
-                        f"(no {METADATA_KEY} visualization metadata)")
-    record = records.loads(text, _record_spec(), str(png))
+    record = replays.read(png, "visualization", _record_spec(),
+                          f"{png}: not a feature visualisation written by dream_jax "
+                          f"(no {METADATA_KEY} visualization metadata)")
     vis = record["visualization"]
     if vis["channel"] not in vis["chunk"]:
         raise UserError(f"{png}: bad dream_jax metadata: channel {vis['channel']} is not in "
@@ -308,15 +307,14 @@ def read_record(png) -> dict:
     return record
 
 
-def replay(png, output_dir, weights_dir=None, params=None) -> Path:
+def replay(png, output_dir, weights_dir=None, params=None, transparency: bool = False
+           ) -> Path:
     """Re-run the picture stored in `png` (its whole chunk, as recorded) and write
-    it under its own name in `output_dir`; returns the path."""
+    it under its own name in `output_dir` (with `transparency`, its map beside
+    it, as `run` does); returns the path."""
     record = read_record(png)
     output_dir = render.check_folder(output_dir)
-    if record["weights_sha256"] != _record_sha(weights_dir):
-        raise UserError("cannot replay: the picture was made with different weights "
-                        f"(sha256 {record['weights_sha256']})")
-    build.warn_if_other(record, "the picture")
+    replays.check_replayable(record, _record_sha(weights_dir), "the picture")
     fields = {f.name for f in dataclasses.fields(Settings)}
     vis = record["visualization"]
     settings = Settings(**{k: v for k, v in vis.items() if k in fields})
@@ -325,13 +323,11 @@ def replay(png, output_dir, weights_dir=None, params=None) -> Path:
     chunk = tuple(vis["chunk"])
     for channel in chunk:
         settings.objective(channel)  # every channel in range, before anything runs
-    images = render_channels(jax.device_put(params), settings, chunk, kernels)
+    images, maps = render_with_transparency(jax.device_put(params), settings, chunk, kernels)
     index = chunk.index(vis["channel"]) * settings.copies + vis["copy"]
-    path = output_dir / file_name(settings.layer, vis["channel"], vis["copy"], settings.copies)
-    image_io.write_png(path, images[index], None,
-                       metadata(settings, vis["channel"], vis["copy"], chunk, kernels,
-                                record["weights_sha256"]))
-    return path
+    return write_picture(output_dir, images[index], maps[index] if transparency else None,
+                         settings, vis["channel"], vis["copy"], chunk, kernels,
+                         record["weights_sha256"])
 
 
 def channel_means(params, rgb, layer: str, kernels: str = "native") -> np.ndarray:

@@ -5,8 +5,9 @@ the same command resumes:
 
   exemplars/       `exemplars.mine` over the inputs (its own state file), and
                    the squared exemplar images the pages show
-  vis/<layer>/     `visualize.render_channels`, one vmapped call per chunk of
-                   channels, and each picture's transparency map (`transparency`)
+  vis/<layer>/     `visualize.render_with_transparency`, one vmapped call per
+                   chunk of channels, with each picture's transparency map
+                   (accumulated while it is optimised)
   attr/<layer>/    each exemplar's attribution for its channel (`attribution`),
                    the K exemplars of a channel in one call
   scores/<layer>.json  `scores.channel_scores`, also written into each
@@ -35,14 +36,12 @@ import numpy as np
 from dream_jax.io import atomic, image_io, inputs
 from dream_jax.workbench import attribution, exemplars, heatmap, scores, site
 from dream_jax import objectives, render
-from dream_jax.vis import transparency, visualize
+from dream_jax.vis import visualize
 from dream_jax.model import caffe_ops, weights
 from dream_jax.errors import UserError
 from dream_jax.workbench.site import attribution_path, image_path, transparency_path, vis_path
 
 JOB_FILE = "microscope.json"
-TRANSPARENCY_CHUNK = 16  # pictures per transparency call (an item's draws depend on its place)
-TRANSPARENCY_SAMPLES = 16
 CHUNKS_FILE = "chunks.json"
 
 
@@ -164,40 +163,25 @@ def chunk_plan(job: Job, layer: str, site_dir: Path, batch: int) -> list[tuple[i
 
 
 def _visualise(job: Job, layer: str, site_dir: Path, weights_dir, params, batch, log) -> None:
+    """Each planned chunk with a picture or a map missing is rendered whole (a
+    picture depends on the chunk it ran in) and only its missing files written."""
     settings = job.settings(layer)
     sha = weights.read_manifest(weights_dir)["sha256"]
     kernels = caffe_ops.resolve_kernels("auto")
-    chunks = chunk_plan(job, layer, site_dir, batch)
-    for chunk in chunks:
-        missing = [c for c in chunk if not (site_dir / vis_path(layer, c)).exists()]
+    folder = site_dir / vis_path(layer, 0)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for chunk in chunk_plan(job, layer, site_dir, batch):
+        missing = [c for c in chunk if not ((site_dir / vis_path(layer, c)).exists() and
+                                            (site_dir / transparency_path(layer, c)).exists())]
         if not missing:
             log(f"  channels {list(chunk)}: already made")
             continue
         log(f"  channels {list(chunk)}: rendering")
-        images = visualize.render_channels(params, settings, chunk, kernels)
-        for c, image in zip(chunk, images):
+        images, maps = visualize.render_with_transparency(params, settings, chunk, kernels)
+        for c, image, values in zip(chunk, images, maps):
             if c in missing:
-                image_io.write_png(site_dir / vis_path(layer, c), image, None,
-                                   visualize.metadata(settings, c, 0, chunk, kernels, sha))
-    channels = job.channel_list(layer)
-    block = TRANSPARENCY_CHUNK
-    for start in range(0, len(channels), block):
-        part = channels[start:start + block]
-        missing = [c for c in part if not (site_dir / transparency_path(layer, c)).exists()]
-        if not missing:
-            continue
-        pictures = [site_dir / vis_path(layer, c) for c in part]
-        rgb = np.stack([image_io.read_image(p)[0] for p in pictures])
-        maps = transparency.transparency(params, rgb, layer, part, TRANSPARENCY_SAMPLES,
-                                         seed=job.seed)
-        for c, picture, image, values in zip(part, pictures, rgb, maps):
-            if c in missing:
-                heatmap.write_transparency(site_dir / transparency_path(layer, c), image,
-                                           values, {"transparency": {
-                                               "picture": picture.name, "layer": layer,
-                                               "channel": int(c),
-                                               "samples": TRANSPARENCY_SAMPLES,
-                                               "seed": job.seed}})
+                visualize.write_picture(folder.parent, image, values, settings, c, 0, chunk,
+                                        kernels, sha)
 
 
 def _attribute(job: Job, layer: str, record: dict, site_dir: Path, params) -> None:

@@ -50,7 +50,7 @@ def vis_path(layer: str, channel: int) -> str:
 
 
 def transparency_path(layer: str, channel: int) -> str:
-    return vis_path(layer, channel)[:-len(".png")] + "_transparency.png"
+    return visualize.transparency_name(vis_path(layer, channel))
 
 
 def attribution_path(layer: str, channel: int, rank: int) -> str:
@@ -125,9 +125,7 @@ def _channel(job, layer: str, c: int, entries: list, result: dict,
                          f"<td>{escape(text)}</td></tr>" for key, text in SCORE_HELP.items())
     earlier = ", ".join(result.get("earlier_layers", [])) or "none"
     objective = f"channel({layer},{c})"
-    replay = (f"python scripts/visualize.py --replay=SITE/{vis} --output_dir=again\n"
-              f"# transparency: dream_jax.vis.transparency.transparency(params, [picture], "
-              f"{layer!r}, [{c}], samples=16, seed={job.seed})")
+    replay = f"python scripts/visualize.py --replay=SITE/{vis} --transparency --output_dir=again"
     parts = [f"<nav>{' | '.join(nav)}</nav><h1>{escape(layer)} channel {c}</h1>",
              '<div class="big">', _img(vis, "visualisation"),
              _img(alpha, "visualisation with transparency", "checker"), "</div>",
