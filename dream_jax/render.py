@@ -11,6 +11,7 @@ bytes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dream_jax import __version__, api, objectives
-from dream_jax.engine import deepdream
+from dream_jax.engine import deepdream, inputs
 from dream_jax.io import image_io, replay_files
 from dream_jax.model import weights
 from dream_jax.io import build, record as records
@@ -73,9 +74,11 @@ class DreamRequest:
             image_io.check_pixels("noise input", self.noise_size, self.noise_size,
                                   self.max_pixels)
 
-    @property
+    @functools.cached_property
     def parsed_objective(self) -> objectives.Objective:
-        return objectives.parse(self.objective)
+        regions = self.region_list
+        return (self.region_objectives[0] if not regions or self.mask
+                else objectives.parse(self.objective))
 
     @property
     def region_list(self) -> list[tuple[str, str]]:
@@ -88,16 +91,23 @@ class DreamRequest:
         return tuple(p for p in (self.input, self.guide, *(m for m, _ in self.region_list))
                      if p is not None)
 
-    @property
-    def region_objectives(self) -> list[objectives.Objective]:
-        """The objectives that dream (every region's, or the one objective)."""
+    @functools.cached_property
+    def region_objectives(self) -> tuple[objectives.Objective, ...]:
+        """The objectives that dream (every region's, or the one objective), parsed
+        once per request."""
         regions = self.region_list
-        return [objectives.parse(text) for _, text in regions] if regions \
-            else [self.parsed_objective]
+        return tuple(objectives.parse(text) for _, text in regions) if regions \
+            else (objectives.parse(self.objective),)
+
+    @property
+    def entry(self):
+        """What the image dreams (see `engine.inputs`): the objective, or with
+        masks one objective per region."""
+        return self.region_objectives if self.region_list else self.region_objectives[0]
 
     @property
     def layers(self) -> tuple[str, ...]:
-        return objectives.layers_of(objectives.union_terms(self.region_objectives))
+        return inputs.layers([self.entry])
 
 
 def parse_region(text: str) -> tuple[str, str]:
@@ -170,14 +180,14 @@ def read_file(path: str, max_pixels: int, digests: dict[str, str]):
     return decoded.rgb, decoded.alpha
 
 
-def load_masks(request: DreamRequest, height: int, width: int, digests: dict[str, str]
-               ) -> np.ndarray | None:
-    """(H, W, K) region masks in [0, 1] resized to the image, or None."""
-    regions = request.region_list
-    if not regions:
-        return None
-    return api.region_masks([read_file(path, request.max_pixels, digests)[0]
-                             for path, _ in regions], height, width)
+def load_extras(request: DreamRequest, digests: dict[str, str]
+                ) -> tuple[np.ndarray | None, list[np.ndarray] | None]:
+    """The guide's pixels and the region masks' (None when there are none), each
+    read under --max_pixels, their sha256 noted in `digests`."""
+    masks = [read_file(path, request.max_pixels, digests)[0]
+             for path, _ in request.region_list] or None
+    guide = read_file(request.guide, request.max_pixels, digests)[0] if request.guide else None
+    return guide, masks
 
 
 def _recorded(request: DreamRequest) -> dict:
@@ -283,14 +293,11 @@ def request_from_png(path: str | os.PathLike, input_path: str | None = None,
 def render(request: DreamRequest, output: str | os.PathLike, params=None,
            weights_dir=None, progress: bool = True, replay_record: dict | None = None) -> dict:
     """Dream `request` into `output` (PNG with metadata). Returns a summary dict."""
-    region_objectives = request.region_objectives
     output = check_output(output, request.files)
     start = time.perf_counter()
     digests: dict[str, str] = {}
     rgb, alpha = load_input(request, digests)
-    masks = load_masks(request, *rgb.shape[:2], digests)
-    guide_rgb = (read_file(request.guide, request.max_pixels, digests)[0] if request.guide
-                 else None)
+    guide_rgb, masks = load_extras(request, digests)
     manifest = weights.read_manifest(weights_dir)
     if replay_record is not None:
         if replay_record.get("weights_sha256") != manifest["sha256"]:
@@ -298,17 +305,14 @@ def render(request: DreamRequest, output: str | os.PathLike, params=None,
                             f"(sha256 {replay_record.get('weights_sha256')})")
         build.warn_if_other(replay_record, "the dream")
     params = weights.load_params(weights_dir) if params is None else params
-    data = api.guide_data(params, guide_rgb, objectives.union_terms(region_objectives))
+    batch = inputs.plan(params, [request.entry], guide_rgb, masks).inputs(
+        rgb[None], [request.entry], jax.random.PRNGKey(request.seed))
     bar = tqdm(total=request.config.octave_n * request.config.iter_n, unit="step",
                desc="dream", disable=None if progress else True,  # None: terminals only
                leave=False)
     try:
-        dreamed = api.dream_pixels(
-            params, rgb[None],
-            [region_objectives[0] if masks is None else tuple(region_objectives)],
-            request.config, keys=jax.random.PRNGKey(request.seed)[None], data=data,
-            on_octave=lambda octave, steps: bar.update(request.config.iter_n),
-            masks=None if masks is None else masks[None])[0]
+        dreamed = api.run(params, batch, request.config,
+                          on_octave=lambda octave, steps: bar.update(request.config.iter_n))[0]
     finally:
         bar.close()
     image_io.write_png(output, dreamed, alpha, metadata(request, manifest["sha256"], digests))
