@@ -40,7 +40,8 @@ MAX_SEED = 2**32 - 1  # JAX keys take 32-bit seeds; larger ones would silently c
 
 @dataclasses.dataclass(frozen=True)
 class DreamRequest:
-    """What to dream: input (None = seeded noise), objective, config, seed, guide."""
+    """What to dream: input (None = seeded noise), objective, config, seed, guide.
+    Its objective texts are parsed once, when it is made (`region_objectives`)."""
     input: str | None = None
     objective: str = objectives.DEFAULT
     config: DreamConfig = DreamConfig()
@@ -73,12 +74,6 @@ class DreamRequest:
         if self.input is None:
             image_io.check_pixels("noise input", self.noise_size, self.noise_size,
                                   self.max_pixels)
-
-    @functools.cached_property
-    def parsed_objective(self) -> objectives.Objective:
-        regions = self.region_list
-        return (self.region_objectives[0] if not regions or self.mask
-                else objectives.parse(self.objective))
 
     @property
     def region_list(self) -> list[tuple[str, str]]:

@@ -17,7 +17,6 @@ by one. Images are in model space (`preprocess`).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import chex
@@ -28,10 +27,10 @@ import optax
 from absl import logging
 from jax import lax
 
-from dream_jax.model import caffe_ops, googlenet, preprocess
+from dream_jax.model import googlenet, preprocess
 from dream_jax.engine import compile_cache, devices, gradients, lapnorm, optimizers
 from dream_jax import objectives
-from dream_jax.engine.config import DreamConfig
+from dream_jax.engine.config import DreamConfig, StepConfig
 from dream_jax.errors import UserError
 
 _EPS = 1e-8
@@ -81,26 +80,6 @@ def make_step(image, key, gradient, optimizer, opt_state, jitter: int, reference
     updates, opt_state = optimizer.update(g, opt_state, image)
     image = jnp.nan_to_num(optax.apply_updates(image, updates))  # never let a NaN out
     return jnp.clip(image, _LOW, _HIGH), opt_state
-
-
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-    """What a compiled octave is specialised to (the steps, octaves and sizes are not)."""
-    step_size: float
-    jitter: int
-    normalize: str
-    precision: str
-    kernels: str  # resolved: "custom" or "native"
-    optimizer: str = "normalized"
-    schedule: str = "constant"
-    schedule_steps: int = 0  # a schedule's horizon (iter_n); 0 for a constant rate
-
-    @classmethod
-    def of(cls, config: DreamConfig) -> "StepConfig":
-        horizon = 0 if config.schedule == "constant" else config.iter_n
-        return cls(config.step_size, config.jitter, config.normalize, config.precision,
-                   caffe_ops.resolve_kernels(config.kernels), config.optimizer,
-                   config.schedule, horizon)
 
 
 def objective_value(params, image, weights, data, terms, kernels: str, reference=None):
@@ -266,11 +245,12 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     weights, keys = place(weights), place(keys)
     per_device = batch // len(sharding.device_set) if sharding else batch  # memory is per device
     with_reference = needs_reference(slots)
+    step_config = StepConfig.of(config)  # kernels resolved once per dream
 
     def shaped(*shape):
         return jax.ShapeDtypeStruct((batch, *shape), jnp.float32, sharding=sharding)
     compiling = iter(compile_cache.compile_ahead(dream_octave, [
-        (dict(terms=slots, config=StepConfig.of(config),
+        (dict(terms=slots, config=step_config,
               gradient=gradient_for(shape, per_device, terms, config)),
          (params, shaped(*shape, 3), weights, data, keys, steps,
           shaped(*shape, 3) if with_reference else None,

@@ -108,8 +108,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     (`ray_engine.py`, `ray_options`: a `ray_engine.RayOptions`)."""
     start = time.perf_counter()
     texts = objective_texts or [request.objective]
-    for text in texts:
-        dataclasses.replace(request, objective=text)  # checked when made
+    by_text = entries(request, texts)  # each request checked when made
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if engine not in ENGINES:
@@ -146,8 +145,8 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     try:  # from here on, Ctrl-C still leaves a summary
         with tqdm(total=mine, unit="image", desc="batch", smoothing=0.1,
                   disable=None if progress else True) as bar:  # None: only on a terminal
-            _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, chosen,
-                          share, summary, bar, log)
+            _dream_stream(input_spec, out_dir, request, texts, by_text, batch_size, weights_dir,
+                          chosen, share, summary, bar, log)
     except KeyboardInterrupt:
         summary["interrupted"] = True
     except BaseException:
@@ -245,9 +244,9 @@ def entries(request: render.DreamRequest, texts: list[str]) -> dict:
     return {text: dataclasses.replace(request, objective=text).entry for text in texts}
 
 
-def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, chosen, share,
-                  summary, bar, log) -> None:
-    layers = engine_inputs.layers(list(entries(request, texts).values()))
+def _dream_stream(input_spec, out_dir, request, texts, by_text, batch_size, weights_dir,
+                  chosen, share, summary, bar, log) -> None:
+    layers = engine_inputs.layers(list(by_text.values()))
     read = stream.Prefetch(_read(input_spec, out_dir, request, texts, layers, share, summary),
                            size=2 * batch_size)
     engine = None  # the weights are read only once there is something to dream
@@ -282,7 +281,7 @@ def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, 
     try:
         for group in stream.group_by_shape(rows(), lambda row: row.rgb.shape[:2], batch_size,
                                            max_pending=2 * batch_size):
-            engine = engine or _Engine(request, texts, weights_dir, chosen)
+            engine = engine or _Engine(request, by_text, weights_dir, chosen)
             started = time.perf_counter()
             try:
                 dreamed = engine.dream(group)
@@ -305,9 +304,8 @@ class _Engine:
     """The weights, the guide's features, the masks and the devices: what every
     batch shares."""
 
-    def __init__(self, request: render.DreamRequest, texts: list[str], weights_dir, chosen):
-        self.request, self.devices = request, chosen
-        self.entries = entries(request, texts)
+    def __init__(self, request: render.DreamRequest, by_text: dict, weights_dir, chosen):
+        self.request, self.devices, self.entries = request, chosen, by_text
         self.digests: dict[str, str] = {}
         guide, masks = render.load_extras(request, self.digests)
         self.weights_sha256 = weights.read_manifest(weights_dir)["sha256"]

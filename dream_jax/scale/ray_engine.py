@@ -65,7 +65,8 @@ class Dreamer:
         # The actor's process is an edge: its own machine's cache, as a script's.
         compile_cache.enable(compile_cache.default_folder(os.environ))
         self.request, self.texts = request, texts
-        self.engine = batch._Engine(request, texts, weights_dir, devices_.choose(devices))
+        self.engine = batch._Engine(request, batch.entries(request, texts), weights_dir,
+                                    devices_.choose(devices))
         self.layers = engine_inputs.layers(list(self.engine.entries.values()))
 
     def __call__(self, rows: dict) -> dict:

@@ -68,8 +68,8 @@ class Settings:
         parameterize.get(self.param)
         optimizers.make(self.optimizer, self.learning_rate, self.schedule, max(self.steps, 1))
         transform = transforms.by_name(self.transforms)
-        if self.objective_extra.strip():
-            extra = objectives.parse(self.objective_extra)
+        extra = self.extra
+        if extra is not None:
             if extra.needs_guide or any(isinstance(t, objectives.InputDistance)
                                         for t in extra.terms):
                 raise UserError("objective_extra: guide() and input_distance() compare with an "
@@ -87,8 +87,9 @@ class Settings:
             if not ok:
                 raise UserError(message)
         h, w = transforms.output_shape(transform, self.size, self.size)
-        if not deepdream.fits_network(h, w, self.objective(0).layers):
-            raise UserError(f"size {self.size} is too small for {self.objective(0).layers[-1]} "
+        layers = self.objective(0).layers
+        if not deepdream.fits_network(h, w, layers):
+            raise UserError(f"size {self.size} is too small for {layers[-1]} "
                             f"(the network sees {w}x{h} after the transforms); use a bigger "
                             f"--size or a shallower layer")
 
@@ -96,9 +97,14 @@ class Settings:
         """Item `channel`'s objective in the grammar's terms (for checks and the
         taps it reads); `optimize` takes the channel before its ReLU when
         `uses_pre_relu`."""
-        extra = self.objective_extra.strip()
         base = objectives.channel(self.layer, channel)
-        return base + objectives.parse(extra) if extra else base
+        return base if self.extra is None else base + self.extra
+
+    @functools.cached_property
+    def extra(self) -> objectives.Objective | None:
+        """`objective_extra` parsed (once per Settings), or None when empty."""
+        text = self.objective_extra.strip()
+        return objectives.parse(text) if text else None
 
     @property
     def uses_pre_relu(self) -> bool:
