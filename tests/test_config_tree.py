@@ -4,9 +4,11 @@ import dataclasses
 import json
 
 import numpy as np
+from absl import flags as absl_flags
 from PIL import Image
 
 from dream_jax import api, objectives, render
+from dream_jax import flags as generated
 from dream_jax.engine import deepdream
 from dream_jax.engine.config import DreamConfig, StepConfig
 from dream_jax.vis import visualize
@@ -63,3 +65,21 @@ def test_visualisation_settings_parse_their_extra_terms_once(monkeypatch):
     for channel in range(3):
         settings.objective(channel)
     assert calls == ["-0.05*tv()"]
+
+
+def test_the_visualisers_flags_are_generated_from_its_settings():
+    values = absl_flags.FlagValues()
+    holders = generated.define_fields(visualize.Settings, values)
+    assert set(holders) == {f.name for f in dataclasses.fields(visualize.Settings)}
+    values(["visualize", "--size=64", "--param=fft", "--nopre_relu", "--learning_rate=0.1"])
+    settings = visualize.Settings(**{name: h.value for name, h in holders.items()})
+    assert settings == visualize.Settings(size=64, param="fft", pre_relu=False,
+                                          learning_rate=0.1)
+    assert "enum" in values["param"].flag_type()
+
+
+def test_the_dream_flags_keep_their_names():
+    holders = generated.define_fields(DreamConfig, absl_flags.FlagValues())
+    assert {name: h.name for name, h in holders.items()} == {
+        f.name: f.metadata["flag"] for f in dataclasses.fields(DreamConfig)}
+    assert holders["octave_n"].name == "octaves" and holders["iter_n"].name == "steps"
