@@ -104,3 +104,14 @@ def test_a_plans_masks_are_resized_to_each_batch_and_its_keys_are_one_per_image(
     assert batch_.masks.shape == (3, 8, 12, 1)
     assert batch_.masks[:, :, :5].max() == 0 and batch_.masks[:, :, 7:].min() == 1
     np.testing.assert_array_equal(np.asarray(batch_.keys), [[0, 5]] * 3)
+
+
+def test_batch_dream_checks_every_regions_objective_before_dreaming(weights_dir, tmp_path):
+    _files(tmp_path)
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "in.png").write_bytes((tmp_path / "in.png").read_bytes())
+    proc = run_main("batch_dream", f"--weights={weights_dir}", f"--inputs={tmp_path / 'inputs'}",
+                    f"--output_dir={tmp_path / 'out'}", f"--mask={tmp_path / 'right.png'}",
+                    f"--region={tmp_path / 'left.png'}:class(1000)", f"--objective={LAYER}")
+    assert_one_line_error(proc, "class 1000 out of range")
+    assert not list((tmp_path / "out").glob("*.png"))
