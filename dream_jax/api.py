@@ -6,34 +6,16 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from dream_jax.engine import deepdream
 from dream_jax.model import DEFAULT as NET
 from dream_jax.model import preprocess
 from dream_jax import objectives
-from dream_jax.engine import devices as devices_
+from dream_jax.engine import devices as devices_, inputs
+from dream_jax.engine.inputs import guide_data, region_masks  # noqa: F401 -- API
 from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
-
-
-def guide_data(params, guide_rgb: np.ndarray | None, terms) -> dict:
-    """{str(term): guide features (M, C)} for every Guide term, from the guide image
-    at its own size (as the original notebook does)."""
-    data = {}
-    for term in terms:
-        if isinstance(term, objectives.Guide):
-            if guide_rgb is None:
-                raise UserError(f"{term} needs a guide image (--guide)")
-            h, w = guide_rgb.shape[:2]
-            if not deepdream.fits_network(h, w, (term.layer,)):
-                raise UserError(f"guide image {w}x{h} is too small for {term.layer}")
-            image = NET.to_model(guide_rgb)[None]
-            acts = NET.apply(params, image, (term.layer,))[term.layer]
-            data[str(term)] = acts[0].reshape(-1, acts.shape[-1])
-    return data
 
 
 def dream_pixels(params, images: np.ndarray, objective_list, config: DreamConfig, keys,
@@ -61,21 +43,11 @@ def dream_pixels(params, images: np.ndarray, objective_list, config: DreamConfig
     return preprocess.to_uint8(NET.from_model(np.asarray(out)[:count]))
 
 
-def region_masks(masks, height: int, width: int) -> np.ndarray:
-    """Masks (each (h, w) or (h, w, 3), uint8 0..255 or float 0..1: white dreams,
-    black keeps) -> (H, W, K) float32 in [0, 1], resized to the image."""
-    out = []
-    for mask in masks:
-        mask = np.asarray(mask)
-        if mask.ndim == 3:
-            mask = mask.mean(axis=-1)
-        if mask.ndim != 2 or 0 in mask.shape:
-            raise UserError(f"a mask is a 2-D greyscale (or RGB) image, got shape {mask.shape}")
-        mask = mask.astype(np.float32) / (255.0 if mask.dtype == np.uint8 else 1.0)
-        if mask.shape != (height, width):
-            mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.BILINEAR))
-        out.append(np.clip(mask, 0.0, 1.0))
-    return np.stack(out, axis=-1)
+def run(params, batch: inputs.EngineInputs, config: DreamConfig, on_octave=None,
+        devices=None) -> np.ndarray:
+    """`dream_pixels` on one batch made by `inputs.Plan.inputs`."""
+    return dream_pixels(params, batch.images, batch.objective_list, config, batch.keys,
+                        batch.data, on_octave, devices, batch.masks)
 
 
 def dream(image, objective="inception_4c/output", params=None, config: DreamConfig | None = None,
@@ -99,21 +71,16 @@ def dream(image, objective="inception_4c/output", params=None, config: DreamConf
         if not single_objective:
             raise UserError("with a mask or regions, give one objective per region, not a list")
         regions = ([(mask, objective)] if mask is not None else []) + list(regions or [])
-        masks = region_masks([m for m, _ in regions], *images.shape[1:3])
-        used = [objectives.as_objective(o) for _, o in regions]
-        objective_list = [tuple(used)]  # one entry: the regions of every image
+        masks = [m for m, _ in regions]
+        entries = [tuple(objectives.as_objective(o) for _, o in regions)]
     else:
-        used = objective_list = [objectives.as_objective(o) for o in
-                                 ([objective] if single_objective else objective)]
-    n, m = len(images), len(objective_list)
-    batch = np.repeat(images, m, axis=0)  # image-major: (n0,o0), (n0,o1), ...
-    per_item = [objective_list[i % m] for i in range(n * m)]
-    data = guide_data(params, None if guide is None else np.asarray(guide),
-                      objectives.union_terms(used))
-    keys = jnp.stack([jax.random.PRNGKey(seed)] * (n * m))
-    batch_masks = None if masks is None else np.repeat(masks[None], n * m, axis=0)
-    rgb = dream_pixels(params, batch, per_item, config, keys, data, on_octave, devices,
-                       batch_masks)
+        entries = [objectives.as_objective(o) for o in
+                   ([objective] if single_objective else objective)]
+    plan = inputs.plan(params, entries, guide, masks)
+    n, m = len(images), len(entries)
+    batch = plan.inputs(np.repeat(images, m, axis=0),  # image-major: (n0,o0), (n0,o1), ...
+                        [entries[i % m] for i in range(n * m)], jax.random.PRNGKey(seed))
+    rgb = run(params, batch, config, on_octave, devices)
     rgb = rgb.reshape(n, m, *rgb.shape[1:])
     if single_objective:
         rgb = rgb[:, 0]

@@ -1,4 +1,6 @@
-"""absl flags shared by the dream scripts, generated from DreamConfig's fields."""
+"""absl flags generated from config dataclasses: the dream scripts' from
+DreamConfig's fields (plus the request's own), the visualiser's from
+visualize.Settings'."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,20 +11,25 @@ from dream_jax.io import image_io
 from dream_jax import objectives, render
 from dream_jax.engine.config import DreamConfig
 
-_DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
+_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+           str: flags.DEFINE_string}
 
 
-def _config_flags() -> dict[str, flags.FlagHolder]:
-    """One flag per DreamConfig field, named by its metadata; {field: holder}."""
+def define_fields(cls, flag_values: flags.FlagValues = flags.FLAGS
+                  ) -> dict[str, flags.FlagHolder]:
+    """One flag per field of the dataclass `cls`, from its metadata: "help",
+    "choices" (an enum) and "flag" (its name; the field's own if absent), with
+    the field's default; {field: holder}."""
     holders = {}
-    for field in dataclasses.fields(DreamConfig):
+    for field in dataclasses.fields(cls):
         meta = field.metadata
-        if meta["choices"]:
-            holders[field.name] = flags.DEFINE_enum(meta["flag"], field.default,
-                                                    list(meta["choices"]), meta["help"])
+        name = meta.get("flag", field.name)
+        if meta.get("choices"):
+            holders[field.name] = flags.DEFINE_enum(name, field.default, list(meta["choices"]),
+                                                    meta["help"], flag_values=flag_values)
         else:
-            kind = type(field.default)
-            holders[field.name] = _DEFINE[kind](meta["flag"], field.default, meta["help"])
+            holders[field.name] = _DEFINE[type(field.default)](
+                name, field.default, meta["help"], flag_values=flag_values)
     return holders
 
 
@@ -35,7 +42,7 @@ def define_dream_flags():
         f"Terms: LAYER, {', '.join(signature for signature, _ in objectives.grammar())} "
         "(README: Objectives; feature accentuation: "
         "'channel(inception_4c/output,3) - 0.5*input_distance()').")
-    config = _config_flags()
+    config = define_fields(DreamConfig)
     seed = flags.DEFINE_integer("seed", 0, "Random seed (jitter, default noise).")
     guide = flags.DEFINE_string("guide", None, "Guide image for guide(LAYER) objectives.")
     max_side = flags.DEFINE_integer("max_side", 0, "Downscale inputs to this longer side (0: keep).")

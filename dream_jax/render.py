@@ -11,6 +11,7 @@ bytes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dream_jax import api, objectives
-from dream_jax.engine import deepdream
+from dream_jax.engine import deepdream, inputs
 from dream_jax.io import image_io, replay, replay_files
 from dream_jax.model import weights
 from dream_jax.io import record as records
@@ -39,7 +40,8 @@ MAX_SEED = 2**32 - 1  # JAX keys take 32-bit seeds; larger ones would silently c
 
 @dataclasses.dataclass(frozen=True)
 class DreamRequest:
-    """What to dream: input (None = seeded noise), objective, config, seed, guide."""
+    """What to dream: input (None = seeded noise), objective, config, seed, guide.
+    Its objective texts are parsed once, when it is made (`region_objectives`)."""
     input: str | None = None
     objective: str = objectives.DEFAULT
     config: DreamConfig = DreamConfig()
@@ -74,10 +76,6 @@ class DreamRequest:
                                   self.max_pixels)
 
     @property
-    def parsed_objective(self) -> objectives.Objective:
-        return objectives.parse(self.objective)
-
-    @property
     def region_list(self) -> list[tuple[str, str]]:
         """[(mask path, objective text)]: --mask with --objective, then each --region."""
         return ([(self.mask, self.objective)] if self.mask else []) + list(self.regions)
@@ -88,16 +86,23 @@ class DreamRequest:
         return tuple(p for p in (self.input, self.guide, *(m for m, _ in self.region_list))
                      if p is not None)
 
-    @property
-    def region_objectives(self) -> list[objectives.Objective]:
-        """The objectives that dream (every region's, or the one objective)."""
+    @functools.cached_property
+    def region_objectives(self) -> tuple[objectives.Objective, ...]:
+        """The objectives that dream (every region's, or the one objective), parsed
+        once per request."""
         regions = self.region_list
-        return [objectives.parse(text) for _, text in regions] if regions \
-            else [self.parsed_objective]
+        return tuple(objectives.parse(text) for _, text in regions) if regions \
+            else (objectives.parse(self.objective),)
+
+    @property
+    def entry(self):
+        """What the image dreams (see `engine.inputs`): the objective, or with
+        masks one objective per region."""
+        return self.region_objectives if self.region_list else self.region_objectives[0]
 
     @property
     def layers(self) -> tuple[str, ...]:
-        return objectives.layers_of(objectives.union_terms(self.region_objectives))
+        return inputs.layers([self.entry])
 
 
 def parse_region(text: str) -> tuple[str, str]:
@@ -170,14 +175,14 @@ def read_file(path: str, max_pixels: int, digests: dict[str, str]):
     return decoded.rgb, decoded.alpha
 
 
-def load_masks(request: DreamRequest, height: int, width: int, digests: dict[str, str]
-               ) -> np.ndarray | None:
-    """(H, W, K) region masks in [0, 1] resized to the image, or None."""
-    regions = request.region_list
-    if not regions:
-        return None
-    return api.region_masks([read_file(path, request.max_pixels, digests)[0]
-                             for path, _ in regions], height, width)
+def load_extras(request: DreamRequest, digests: dict[str, str]
+                ) -> tuple[np.ndarray | None, list[np.ndarray] | None]:
+    """The guide's pixels and the region masks' (None when there are none), each
+    read under --max_pixels, their sha256 noted in `digests`."""
+    masks = [read_file(path, request.max_pixels, digests)[0]
+             for path, _ in request.region_list] or None
+    guide = read_file(request.guide, request.max_pixels, digests)[0] if request.guide else None
+    return guide, masks
 
 
 def _recorded(request: DreamRequest) -> dict:
@@ -269,29 +274,23 @@ def request_from_png(path: str | os.PathLike, input_path: str | None = None,
 def render(request: DreamRequest, output: str | os.PathLike, params=None,
            weights_dir=None, progress: bool = True, replay_record: dict | None = None) -> dict:
     """Dream `request` into `output` (PNG with metadata). Returns a summary dict."""
-    region_objectives = request.region_objectives
     output = check_output(output, request.files)
     start = time.perf_counter()
     digests: dict[str, str] = {}
     rgb, alpha = load_input(request, digests)
-    masks = load_masks(request, *rgb.shape[:2], digests)
-    guide_rgb = (read_file(request.guide, request.max_pixels, digests)[0] if request.guide
-                 else None)
+    guide_rgb, masks = load_extras(request, digests)
     manifest = weights.read_manifest(weights_dir)
     if replay_record is not None:
         replay.check_replayable(replay_record, manifest["sha256"], "the dream")
     params = weights.load_params(weights_dir) if params is None else params
-    data = api.guide_data(params, guide_rgb, objectives.union_terms(region_objectives))
+    batch = inputs.plan(params, [request.entry], guide_rgb, masks).inputs(
+        rgb[None], [request.entry], jax.random.PRNGKey(request.seed))
     bar = tqdm(total=request.config.octave_n * request.config.iter_n, unit="step",
                desc="dream", disable=None if progress else True,  # None: terminals only
                leave=False)
     try:
-        dreamed = api.dream_pixels(
-            params, rgb[None],
-            [region_objectives[0] if masks is None else tuple(region_objectives)],
-            request.config, keys=jax.random.PRNGKey(request.seed)[None], data=data,
-            on_octave=lambda octave, steps: bar.update(request.config.iter_n),
-            masks=None if masks is None else masks[None])[0]
+        dreamed = api.run(params, batch, request.config,
+                          on_octave=lambda octave, steps: bar.update(request.config.iter_n))[0]
     finally:
         bar.close()
     image_io.write_png(output, dreamed, alpha, metadata(request, manifest["sha256"], digests))

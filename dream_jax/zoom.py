@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from dream_jax import api
+from dream_jax.engine import inputs
 from dream_jax.engine.config import DreamConfig
 from dream_jax.io.atomic import atomic_output
 
@@ -21,14 +22,15 @@ def zoom_in(rgb: np.ndarray, factor: float) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BICUBIC, box=box))
 
 
-def zoom_frames(params, first: np.ndarray, objective, config: DreamConfig, seed: int,
-                frames: int, factor: float, data=None) -> Iterator[np.ndarray]:
-    """Yield `frames` dreamed frames (uint8 RGB), each dreamed on the zoomed previous one.
-    Every frame has the same shape, so the octave loop compiles once."""
+def zoom_frames(params, first: np.ndarray, plan: inputs.Plan, entry, config: DreamConfig,
+                seed: int, frames: int, factor: float) -> Iterator[np.ndarray]:
+    """Yield `frames` dreamed frames (uint8 RGB), each dreamed on the zoomed previous
+    one, with `plan`'s guide and masks (see engine.inputs; a mask is resized to the
+    frames, which keep their size). The octave loop compiles once."""
     frame = first
     for i in range(frames):
-        keys = jax.random.fold_in(jax.random.PRNGKey(seed), i)[None]
-        dreamed = api.dream_pixels(params, frame[None], [objective], config, keys, data)[0]
+        batch = plan.inputs(frame[None], [entry], jax.random.fold_in(jax.random.PRNGKey(seed), i))
+        dreamed = api.run(params, batch, config)[0]
         yield dreamed
         frame = zoom_in(dreamed, factor)
 

@@ -18,6 +18,7 @@ import sys
 from absl import flags
 
 from dream_jax.scale import batch, distributed, summary
+from dream_jax.engine import inputs as engine_inputs
 from dream_jax import cli, objectives
 from dream_jax.model import weights
 from dream_jax import flags as dream_flags
@@ -59,10 +60,10 @@ _DEPRECATED = [flags.DEFINE_string("coordinator_address", None, "Deprecated, ign
                flags.DEFINE_float("peer_timeout", None, "Deprecated, ignored.")]
 
 
-def _check_classes(texts, weights_dir):
+def _check_classes(request, texts, weights_dir):
     """class(K) out of the model's range is the request's error, not each image's:
     refused at once, from the manifest alone."""
-    parsed = [objectives.parse(text) for text in texts]
+    parsed = engine_inputs.flatten(list(batch.entries(request, texts).values()))
     if not any(isinstance(term, objectives.ClassLogit) for o in parsed for term in o.terms):
         return
     try:
@@ -89,19 +90,17 @@ def main():
         return
     if _INPUTS.value is None or _OUTPUT_DIR.value is None:
         raise UserError("--inputs and --output_dir are required (or --merge_summaries=DIR)")
-    if flags.FLAGS.mask or flags.FLAGS.region:
-        raise UserError("batch_dream does not take --mask or --region (masks are per image); "
-                        "use scripts/dream.py")
     environ = os.environ if _ENGINE.value == "local" else {}  # Ray splits its job itself
     share = distributed.share_from(_NUM_PROCESSES.value, _PROCESS_ID.value, environ)
     texts = batch.split_objectives(flags.FLAGS.objective)
-    _check_classes(texts, make_request.weights_dir.value)
+    request = make_request(None, texts[0])
+    _check_classes(request, texts, make_request.weights_dir.value)
     ray_options = None
     if _ENGINE.value == "ray":
         from dream_jax.scale import ray_engine
         ray_options = ray_engine.RayOptions(_RAY_ADDRESS.value, _RAY_ACTORS.value,
                                             _RAY_CPUS.value, _RAY_GPUS.value)
-    summary_ = batch.run_batch(_INPUTS.value, _OUTPUT_DIR.value, make_request(None, texts[0]),
+    summary_ = batch.run_batch(_INPUTS.value, _OUTPUT_DIR.value, request,
                                batch_size=_BATCH_SIZE.value,
                                weights_dir=make_request.weights_dir.value,
                                objective_texts=texts, devices=_DEVICES.value, share=share,

@@ -9,7 +9,8 @@ from pathlib import Path
 from absl import flags
 from tqdm import tqdm
 
-from dream_jax import api, cli, objectives, render, zoom
+from dream_jax import cli, objectives, render, zoom
+from dream_jax.engine import inputs
 from dream_jax.io import image_io
 from dream_jax.model import weights
 from dream_jax.errors import UserError
@@ -26,7 +27,6 @@ _GIF = flags.DEFINE_bool("gif", False, "Also write zoom.gif from the frames.")
 
 def main():
     request = make_request(_INPUT.value)
-    objective = request.parsed_objective
     if _FRAMES.value < 1:
         raise UserError(f"frames must be >= 1, got {_FRAMES.value}")
     if not (math.isfinite(_ZOOM.value) and _ZOOM.value > 1):
@@ -45,15 +45,17 @@ def main():
                             f"overwrite it (choose another --output_dir)")
     digests: dict[str, str] = {}
     first, _ = render.load_input(request, digests)
-    guide = (render.read_file(request.guide, request.max_pixels, digests)[0] if request.guide
-             else None)
+    guide, masks = render.load_extras(request, digests)
     weights_dir = make_request.weights_dir.value
-    objectives.check_classes(objective, weights.num_classes(weights_dir))  # before the bar
+    classes = weights.num_classes(weights_dir)
+    for objective in inputs.flatten([request.entry]):  # before the bar
+        objectives.check_classes(objective, classes)
     params, sha = weights.load_params(weights_dir), weights.read_manifest(weights_dir)["sha256"]
+    plan = inputs.plan(params, [request.entry], guide, masks)
     frames = []
     for i, frame in enumerate(tqdm(zoom.zoom_frames(
-            params, first, objective, request.config, request.seed, _FRAMES.value, _ZOOM.value,
-            api.guide_data(params, guide, objective.terms)), total=_FRAMES.value, unit="frame")):
+            params, first, plan, request.entry, request.config, request.seed, _FRAMES.value,
+            _ZOOM.value), total=_FRAMES.value, unit="frame")):
         image_io.write_png(out_dir / f"frame_{i:04d}.png", frame, None,
                            {**render.metadata(request, sha, digests), "zoom_frame": f"{i} of {_FRAMES.value}, x{_ZOOM.value:g} per frame"})
         frames.append(frame)

@@ -264,9 +264,3 @@ def test_adam_with_a_schedule_dreams(params):
 def test_bad_optimizer_settings_are_refused(fields, message):
     with pytest.raises(UserError, match=message):
         DreamConfig(**fields)
-
-
-def test_batch_dream_refuses_masks(tmp_path):
-    proc = run_main("batch_dream", f"--inputs={tmp_path}", f"--output_dir={tmp_path}",
-                    "--mask=m.png")
-    assert_one_line_error(proc, "does not take --mask")

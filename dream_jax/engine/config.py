@@ -2,14 +2,16 @@
 
 Defaults are the original notebook's. Each field carries its command-line
 flag name and help, so the scripts' flags are generated from this class
-(`dream_jax.flags`) and a PNG's metadata holds exactly these fields.
+(`dream_jax.flags`) and a PNG's metadata holds exactly these fields. The fields
+marked `step` are what a compiled octave is specialised to: `StepConfig` is
+made from them, so the two never drift apart.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 
-from dream_jax.model.caffe_ops import KERNELS
+from dream_jax.model.caffe_ops import KERNELS, resolve_kernels
 from dream_jax.engine.optimizers import OPTIMIZERS, SCHEDULES
 from dream_jax.errors import UserError
 
@@ -20,9 +22,11 @@ MAX_STEPS = 100_000
 MAX_INT = 2**31 - 1  # what jax's int32 arguments (jitter, sizes) hold
 
 
-def _field(default, flag: str, help: str, choices: tuple[str, ...] | None = None):
-    return dataclasses.field(default=default,
-                             metadata={"flag": flag, "help": help, "choices": choices})
+def _field(default, flag: str, help: str, choices: tuple[str, ...] | None = None,
+           step: bool = False):
+    """`step`: a compiled octave is specialised to this field (see StepConfig)."""
+    return dataclasses.field(default=default, metadata={"flag": flag, "help": help,
+                                                        "choices": choices, "step": step})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,19 +35,20 @@ class DreamConfig:
     octave_n: int = _field(4, "octaves", "Number of octaves (octave_n).")
     octave_scale: float = _field(1.4, "octave_scale", "Size ratio between octaves (> 1).")
     iter_n: int = _field(10, "steps", "Gradient steps per octave (iter_n).")
-    step_size: float = _field(1.5, "step_size", "Step size of the normalised ascent.")
-    jitter: int = _field(32, "jitter", "Random roll per step, in pixels.")
+    step_size: float = _field(1.5, "step_size", "Step size of the normalised ascent.",
+                              step=True)
+    jitter: int = _field(32, "jitter", "Random roll per step, in pixels.", step=True)
     normalize: str = _field("mean_abs", "normalize",
                             "Gradient normalisation: mean |g| (original), std (TF tutorial) or lapnorm "
                             "(each Laplacian-pyramid band by its RMS: the TF inception5h example).",
-                            NORMALIZERS)
+                            NORMALIZERS, step=True)
     optimizer: str = _field(
         "normalized", "optimizer", "The update rule on the normalised gradient: DeepDream's "
         "own step (step_size levels), or an optax optimiser at rate --step_size.",
-        ("normalized",) + tuple(OPTIMIZERS))
+        ("normalized",) + tuple(OPTIMIZERS), step=True)
     schedule: str = _field(
         "constant", "schedule", "How an optax optimiser's rate changes over an octave's "
-        "steps.", SCHEDULES)
+        "steps.", SCHEDULES, step=True)
     tile_size: int = _field(
         0, "tile_size", "0: the whole image's gradient when it fits --memory_budget, else "
         "tiles; N: tiles of N px. Tiles overlap by the objective's receptive field, so the "
@@ -52,10 +57,11 @@ class DreamConfig:
         0, "memory_budget", "MiB the gradients may use (0: from the device's free memory).")
     precision: str = _field(
         "float32", "precision", "The network's compute dtype: bfloat16 is for GPUs/TPUs "
-        "(slower on CPU); the image and its updates stay float32.", PRECISIONS)
+        "(slower on CPU); the image and its updates stay float32.", PRECISIONS, step=True)
     kernels: str = _field(
         "auto", "kernels", "Gradient kernels of the Caffe ops: custom (fast on CPU), native "
-        "(jax's own), auto (by backend); $DREAM_JAX_KERNELS sets the default.", KERNELS)
+        "(jax's own), auto (by backend); $DREAM_JAX_KERNELS sets the default.", KERNELS,
+        step=True)
 
     def __post_init__(self):
         checks = [
@@ -101,3 +107,28 @@ class DreamConfig:
     def from_dict(cls, fields: dict) -> "DreamConfig":
         """From stored metadata; fields this version does not know are refused."""
         return cls().replace(**fields)
+
+
+def _step_config() -> type:
+    """DreamConfig's `step` fields, frozen and hashable (static to jit), with
+    `kernels` resolved for the backend and `schedule_steps`, a schedule's horizon
+    (iter_n; 0 for a constant rate). Made from DreamConfig, already checked, so
+    it checks nothing again."""
+    names = [f.name for f in dataclasses.fields(DreamConfig) if f.metadata["step"]]
+
+    def of(cls, config: DreamConfig) -> "StepConfig":
+        values = {name: getattr(config, name) for name in names}
+        values["kernels"] = resolve_kernels(config.kernels)
+        horizon = 0 if config.schedule == "constant" else config.iter_n
+        return cls(**values, schedule_steps=horizon)
+
+    fields = [(f.name, f.type) for f in dataclasses.fields(DreamConfig) if f.name in names]
+    return dataclasses.make_dataclass(
+        "StepConfig", [*fields, ("schedule_steps", "int", dataclasses.field(default=0))],
+        frozen=True,
+        namespace={"of": classmethod(of), "__module__": __name__,
+                   "__doc__": "What a compiled octave is specialised to (the steps, octaves "
+                   "and sizes are not): see _step_config."})
+
+
+StepConfig = _step_config()

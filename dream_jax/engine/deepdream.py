@@ -18,7 +18,6 @@ by one. Images are in model space (`Model.to_model`).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import chex
@@ -29,10 +28,9 @@ import optax
 from absl import logging
 
 from dream_jax.model import DEFAULT as NET
-from dream_jax.model import caffe_ops
 from dream_jax.engine import compile_cache, devices, gradients, lapnorm, loop, optimizers
 from dream_jax import objectives
-from dream_jax.engine.config import DreamConfig
+from dream_jax.engine.config import DreamConfig, StepConfig
 from dream_jax.errors import UserError
 
 _EPS = 1e-8
@@ -94,26 +92,6 @@ def make_step(gradient, config: "StepConfig", weights, references=None, masks=No
     def batch_gradient(images, keys):
         return jax.vmap(jittered)(images, keys, weights, references, masks)
     return loop.Step(batch_gradient, ascent(config), clip_pixels)
-
-
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-    """What a compiled octave is specialised to (the steps, octaves and sizes are not)."""
-    step_size: float
-    jitter: int
-    normalize: str
-    precision: str
-    kernels: str  # resolved: "custom" or "native"
-    optimizer: str = "normalized"
-    schedule: str = "constant"
-    schedule_steps: int = 0  # a schedule's horizon (iter_n); 0 for a constant rate
-
-    @classmethod
-    def of(cls, config: DreamConfig) -> "StepConfig":
-        horizon = 0 if config.schedule == "constant" else config.iter_n
-        return cls(config.step_size, config.jitter, config.normalize, config.precision,
-                   caffe_ops.resolve_kernels(config.kernels), config.optimizer,
-                   config.schedule, horizon)
 
 
 def objective_value(params, image, weights, data, terms, kernels: str, reference=None):
@@ -295,13 +273,14 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
     weights, keys = place(weights), place(keys)
     per_device = batch // len(sharding.device_set) if sharding else batch  # memory is per device
     masks = None if masks is None else place(jnp.asarray(masks, jnp.float32))
+    step_config = StepConfig.of(config)  # kernels resolved once per dream
 
     def shaped(*shape):
         return jax.ShapeDtypeStruct((batch, *shape), jnp.float32, sharding=sharding)
     runs = [fits_network(*shape, layers) for shape in shapes]
     below_shapes = [None] + shapes[:-1]
     compiling = iter(compile_cache.compile_ahead(dream_level, [
-        (dict(terms=slots, config=StepConfig.of(config),
+        (dict(terms=slots, config=step_config,
               gradient=gradient_for(shape, per_device, terms, config)),
          (params, shaped(*shape, 3), weights, data, keys, jnp.int32(0), steps,
           None if below is None else (shaped(*below, 3), shaped(*below, 3)),

@@ -27,13 +27,12 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from dream_jax import api, errors, objectives, render
+from dream_jax import api, errors, render
 from dream_jax.io import atomic, image_io, inputs, stream
-from dream_jax.engine import devices as devices_
+from dream_jax.engine import devices as devices_, inputs as engine_inputs
 from dream_jax.scale import distributed, summary as summary_
 from dream_jax.model import weights
 from dream_jax.errors import ImageError, UserError
@@ -109,8 +108,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     (`ray_engine.py`, `ray_options`: a `ray_engine.RayOptions`)."""
     start = time.perf_counter()
     texts = objective_texts or [request.objective]
-    for text in texts:
-        dataclasses.replace(request, objective=text)  # checked when made
+    by_text = entries(request, texts)  # each request checked when made
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if engine not in ENGINES:
@@ -147,8 +145,8 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     try:  # from here on, Ctrl-C still leaves a summary
         with tqdm(total=mine, unit="image", desc="batch", smoothing=0.1,
                   disable=None if progress else True) as bar:  # None: only on a terminal
-            _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, chosen,
-                          share, summary, bar, log)
+            _dream_stream(input_spec, out_dir, request, texts, by_text, batch_size, weights_dir,
+                          chosen, share, summary, bar, log)
     except KeyboardInterrupt:
         summary["interrupted"] = True
     except BaseException:
@@ -240,10 +238,15 @@ def write_output(row: Row, rgb: np.ndarray, request: render.DreamRequest,
                           f"rerun to resume)") from None
 
 
-def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, chosen, share,
-                  summary, bar, log) -> None:
-    all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
-    layers = objectives.layers_of(all_terms)
+def entries(request: render.DreamRequest, texts: list[str]) -> dict:
+    """{objective text: what an input dreams under it} (see engine.inputs): with
+    --mask the text is the mask's objective, and --region's join it."""
+    return {text: dataclasses.replace(request, objective=text).entry for text in texts}
+
+
+def _dream_stream(input_spec, out_dir, request, texts, by_text, batch_size, weights_dir,
+                  chosen, share, summary, bar, log) -> None:
+    layers = engine_inputs.layers(list(by_text.values()))
     read = stream.Prefetch(_read(input_spec, out_dir, request, texts, layers, share, summary),
                            size=2 * batch_size)
     engine = None  # the weights are read only once there is something to dream
@@ -278,7 +281,7 @@ def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, 
     try:
         for group in stream.group_by_shape(rows(), lambda row: row.rgb.shape[:2], batch_size,
                                            max_pending=2 * batch_size):
-            engine = engine or _Engine(request, all_terms, weights_dir, chosen)
+            engine = engine or _Engine(request, by_text, weights_dir, chosen)
             started = time.perf_counter()
             try:
                 dreamed = engine.dream(group)
@@ -298,26 +301,25 @@ def _dream_stream(input_spec, out_dir, request, texts, batch_size, weights_dir, 
 
 
 class _Engine:
-    """The weights, the guide's features and the devices: what every batch shares."""
+    """The weights, the guide's features, the masks and the devices: what every
+    batch shares."""
 
-    def __init__(self, request: render.DreamRequest, all_terms: tuple, weights_dir, chosen):
-        self.request, self.devices = request, chosen
+    def __init__(self, request: render.DreamRequest, by_text: dict, weights_dir, chosen):
+        self.request, self.devices, self.entries = request, chosen, by_text
+        self.digests: dict[str, str] = {}
+        guide, masks = render.load_extras(request, self.digests)
         self.weights_sha256 = weights.read_manifest(weights_dir)["sha256"]
         # Placed once, as dream_pixels places them, so batches do not copy them again.
         self.params = jax.device_put(
             weights.load_params(weights_dir),
             devices_.replicated(devices_.mesh(chosen)) if len(chosen) > 1 else chosen[0])
-        self.digests: dict[str, str] = {}
-        guide_rgb = (render.read_file(request.guide, request.max_pixels, self.digests)[0]
-                     if request.guide else None)
-        self.data = api.guide_data(self.params, guide_rgb, all_terms)
+        self.plan = engine_inputs.plan(self.params, list(self.entries.values()), guide, masks)
 
     def dream(self, group: list[Row]) -> np.ndarray:
-        images = np.stack([row.rgb for row in group])
-        per_item = [objectives.parse(row.objective) for row in group]
-        keys = jnp.stack([jax.random.PRNGKey(self.request.seed)] * len(group))
-        return api.dream_pixels(self.params, images, per_item, self.request.config, keys=keys,
-                                data=self.data, devices=self.devices)
+        batch = self.plan.inputs(np.stack([row.rgb for row in group]),
+                                 [self.entries[row.objective] for row in group],
+                                 jax.random.PRNGKey(self.request.seed))
+        return api.run(self.params, batch, self.request.config, devices=self.devices)
 
 
 def _finish(out_dir: Path, summary: dict, share: distributed.Share, job: str | None, log,

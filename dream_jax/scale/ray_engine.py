@@ -28,8 +28,8 @@ import numpy as np
 from dream_jax.io import atomic, inputs, stream
 from dream_jax.model import weights
 from dream_jax.scale import batch, summary as summary_
-from dream_jax.engine import compile_cache, devices as devices_
-from dream_jax import objectives, render
+from dream_jax.engine import compile_cache, devices as devices_, inputs as engine_inputs
+from dream_jax import render
 from dream_jax.errors import UserError
 
 _TIMES = ("dream_seconds", "read_seconds", "write_seconds")
@@ -67,10 +67,10 @@ class Dreamer:
         # and its own $DREAM_JAX_WEIGHTS where the driver names no folder.
         compile_cache.enable(compile_cache.default_folder(os.environ))
         weights_dir = weights_dir or os.environ.get(weights.WEIGHTS_ENV) or None
-        all_terms = objectives.union_terms([objectives.parse(t) for t in texts])
         self.request, self.texts = request, texts
-        self.layers = objectives.layers_of(all_terms)
-        self.engine = batch._Engine(request, all_terms, weights_dir, devices_.choose(devices))
+        self.engine = batch._Engine(request, batch.entries(request, texts), weights_dir,
+                                    devices_.choose(devices))
+        self.layers = engine_inputs.layers(list(self.engine.entries.values()))
 
     def __call__(self, rows: dict) -> dict:
         times = dict.fromkeys(_TIMES, 0.0)

@@ -35,76 +35,16 @@ import numpy as np
 from dream_jax import __version__, objectives, render
 from dream_jax.model import DEFAULT as NET
 from dream_jax.model import caffe_ops, prerelu, preprocess, weights
-from dream_jax.engine import deepdream, gradients, loop, optimizers
+from dream_jax.engine import gradients, loop, optimizers
 from dream_jax.io import image_io
 from dream_jax.vis import parameterize, transforms
+from dream_jax.vis.settings import Settings
 from dream_jax.workbench import heatmap
 from dream_jax.io import record as records, replay as replays
 from dream_jax.errors import UserError
 
 METADATA_KEY = replays.METADATA_KEY
-MIN_SIDE = render.MIN_SIDE
-MAX_SIZE = 10_000  # a side of image_io.DEFAULT_MAX_PIXELS: checked before anything is allocated
 CONTACT_SHEET = "contact_sheet.png"
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Everything but the channel that determines a visualisation's pixels
-    (hashable: it is static to jit). Checked when made."""
-    layer: str = "inception_4c/output"
-    size: int = 128
-    steps: int = 256
-    param: str = "decorrelated"
-    optimizer: str = "adam"
-    learning_rate: float = 0.05
-    schedule: str = "constant"
-    transforms: str = "standard"
-    objective_extra: str = ""     # text grammar, added to every item's objective
-    seed: int = 0
-    copies: int = 1               # pictures per channel (with diversity: different ones)
-    pre_relu: bool = True         # maximise the channel before its ReLU (see prerelu)
-
-    def __post_init__(self):
-        objectives.channel(self.layer, 0)  # unknown layer ("did you mean"), or no channels
-        parameterize.get(self.param)
-        optimizers.make(self.optimizer, self.learning_rate, self.schedule, max(self.steps, 1))
-        transform = transforms.by_name(self.transforms)
-        if self.objective_extra.strip():
-            extra = objectives.parse(self.objective_extra)
-            if extra.needs_guide or any(isinstance(t, objectives.InputDistance)
-                                        for t in extra.terms):
-                raise UserError("objective_extra: guide() and input_distance() compare with an "
-                                "input image; a visualisation starts from noise")
-        checks = [(self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
-                  (MIN_SIDE <= self.size <= MAX_SIZE,
-                   f"size must be in {MIN_SIDE}..{MAX_SIZE}, got {self.size}"),
-                  (self.copies >= 1, f"copies must be >= 1, got {self.copies}"),
-                  (self.copies * self.size ** 2 <= image_io.DEFAULT_MAX_PIXELS,
-                   f"{self.copies} copies of {self.size}x{self.size} are over "
-                   f"{image_io.DEFAULT_MAX_PIXELS:,} pixels in one call"),
-                  (0 <= self.seed <= render.MAX_SEED,
-                   f"seed must be in 0..{render.MAX_SEED}, got {self.seed}")]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
-        h, w = transforms.output_shape(transform, self.size, self.size)
-        if not deepdream.fits_network(h, w, self.objective(0).layers):
-            raise UserError(f"size {self.size} is too small for {self.objective(0).layers[-1]} "
-                            f"(the network sees {w}x{h} after the transforms); use a bigger "
-                            f"--size or a shallower layer")
-
-    def objective(self, channel: int) -> objectives.Objective:
-        """Item `channel`'s objective in the grammar's terms (for checks and the
-        taps it reads); `optimize` takes the channel before its ReLU when
-        `uses_pre_relu`."""
-        extra = self.objective_extra.strip()
-        base = objectives.channel(self.layer, channel)
-        return base + objectives.parse(extra) if extra else base
-
-    @property
-    def uses_pre_relu(self) -> bool:
-        return self.pre_relu and prerelu.branches(self.layer) is not None
 
 
 def parse_channels(text: str, layer: str) -> tuple[int, ...]:

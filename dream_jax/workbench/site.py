@@ -116,7 +116,7 @@ def _layer(job, layer: str, layer_scores: dict) -> str:
 def _channel(job, layer: str, c: int, entries: list, result: dict,
              neighbours) -> str:
     prev_c, next_c = neighbours
-    nav = [f'<a href="index.html">all layers</a>', f'<a href="{layer_page(layer)}">'
+    nav = ['<a href="index.html">all layers</a>', f'<a href="{layer_page(layer)}">'
            f"{escape(layer)}</a>"]
     nav += [f'<a href="{channel_page(layer, n)}">{label} (c{n})</a>'
             for n, label in ((prev_c, "previous"), (next_c, "next")) if n is not None]
