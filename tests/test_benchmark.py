@@ -79,5 +79,5 @@ def test_cache_and_precision_flags_reach_the_record_and_the_disk(weights_dir, tm
     assert record["settings"]["config"]["precision"] == "bfloat16"
     assert record["settings"]["disk_caches"] == str(cache)
     assert record["machine"]["peak_precision"] == "bf16"
-    assert list((cache / "exported").glob("dream_level-*.jaxexport"))
+    assert list((cache / "exported").glob("dream_octave-*.jaxexport"))
     assert any((cache / "jax").iterdir())

@@ -145,15 +145,20 @@ def test_normalized_ascent_is_an_optax_transformation():
 @pytest.mark.slow
 def test_an_octave_is_one_compiled_call_whatever_its_steps(params):
     """All of an octave's steps run inside one executable (a loop), compiled once
-    for any step count or octave count, and more steps keep ascending."""
+    for any step count; a level's program is shared by every octave count that
+    gives it the same level below, and more steps keep ascending."""
     image = _photo(size=(104, 88))
     before = _value(params, image, LAYER)
     config = FAST.replace(step_size=1.25)  # a compilation of this test's own
     from dream_jax.engine import compile_cache
     compiled = len(compile_cache._compiled)
     outs = [dream(image, LAYER, params, config=config.replace(iter_n=n)) for n in (1, 7)]
+    assert len(compile_cache._compiled) == compiled + 1  # the full size, alone
     dream(image, LAYER, params, config=config.replace(octave_n=2))
-    assert len(compile_cache._compiled) == compiled + 2  # full size; the second octave
+    # the smaller level alone, and the full size with the detail from below
+    assert len(compile_cache._compiled) == compiled + 3
+    dream(image, LAYER, params, config=config.replace(octave_n=3, iter_n=4))
+    assert len(compile_cache._compiled) == compiled + 5  # the smallest, the middle one
     assert before < _value(params, outs[0], LAYER) < _value(params, outs[1], LAYER)
 
 

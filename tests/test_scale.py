@@ -268,8 +268,10 @@ def test_stream_of_hundreds_with_corrupt_files(weights_dir, tmp_path):
 _SHARDED = """
 import sys
 import jax, numpy as np
-from dream_jax import api, deepdream, objectives, weights
+from dream_jax import api, objectives
+from dream_jax.engine import deepdream
 from dream_jax.engine.config import DreamConfig
+from dream_jax.model import weights
 params = weights.load_params(sys.argv[1])
 assert jax.device_count() == 4
 images = np.random.default_rng(0).integers(0, 256, (13, 40, 48, 3), dtype=np.uint8)
