@@ -20,7 +20,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from dream_jax import api, objectives
@@ -142,8 +141,8 @@ def fit_max_side(rgb: np.ndarray, alpha: np.ndarray | None, max_side: int):
         return rgb, alpha
     scale = max_side / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS))
-    alpha = None if alpha is None else np.asarray(Image.fromarray(alpha).resize(size, Image.LANCZOS))
+    rgb = image_io.resize(rgb, *size, "lanczos")
+    alpha = None if alpha is None else image_io.resize(alpha, *size, "lanczos")
     return rgb, alpha
 
 

@@ -5,12 +5,11 @@ from typing import Iterator
 
 import jax
 import numpy as np
-from PIL import Image
 
 from dream_jax import api
 from dream_jax.engine import inputs
 from dream_jax.engine.config import DreamConfig
-from dream_jax.io.atomic import atomic_output
+from dream_jax.io import image_io
 
 
 def zoom_in(rgb: np.ndarray, factor: float) -> np.ndarray:
@@ -19,7 +18,7 @@ def zoom_in(rgb: np.ndarray, factor: float) -> np.ndarray:
     crop_h, crop_w = height / factor, width / factor
     top, left = (height - crop_h) / 2, (width - crop_w) / 2
     box = (left, top, left + crop_w, top + crop_h)
-    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BICUBIC, box=box))
+    return image_io.resize(rgb, width, height, "bicubic", box=box)
 
 
 def zoom_frames(params, first: np.ndarray, plan: inputs.Plan, entry, config: DreamConfig,
@@ -33,11 +32,3 @@ def zoom_frames(params, first: np.ndarray, plan: inputs.Plan, entry, config: Dre
         dreamed = api.run(params, batch, config)[0]
         yield dreamed
         frame = zoom_in(dreamed, factor)
-
-
-def write_gif(frames: list[np.ndarray], path, frame_ms: int = 80) -> None:
-    """Assemble frames into a looping GIF, atomically."""
-    images = [Image.fromarray(f) for f in frames]
-    with atomic_output(path) as f:
-        images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
-                       duration=frame_ms, loop=0)

@@ -60,7 +60,7 @@ def main():
                            {**render.metadata(request, sha, digests), "zoom_frame": f"{i} of {_FRAMES.value}, x{_ZOOM.value:g} per frame"})
         frames.append(frame)
     if _GIF.value:
-        zoom.write_gif(frames, out_dir / "zoom.gif")
+        image_io.write_gif(out_dir / "zoom.gif", frames)
     print(f"wrote {len(frames)} frames to {out_dir}")
 
 

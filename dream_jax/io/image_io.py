@@ -277,6 +277,14 @@ def resize(pixels: np.ndarray, width: int, height: int, method: str = "bilinear"
     return out[0] if pixels.ndim == 2 else np.stack(out, axis=-1)
 
 
+def write_gif(path: str | os.PathLike, frames: list[np.ndarray], frame_ms: int = 80) -> None:
+    """uint8 RGB frames as a looping GIF: temp file, then rename."""
+    images = [Image.fromarray(f) for f in frames]
+    with atomic_output(path) as f:
+        images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                       duration=frame_ms, loop=0)
+
+
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The text chunks before a PNG's pixel data (where `write_png` puts them),
     read without decoding the pixels; Pillow bounds each chunk's decompressed

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dream_jax.errors import UserError
+from dream_jax.io import image_io
 
 # The square root of ImageNet's RGB colour covariance as U * sqrt(S) from its
 # SVD (the matrix lucid publishes as `color_correlation_svd_sqrt`): column k is
@@ -143,15 +144,13 @@ def magnitude_from_images(images, size) -> np.ndarray:
     floats, any sizes), each resized to `size` with bilinear filtering and
     taken in principal-colour coordinates (MaCo's spectrum is of the
     decorrelated image). Pass it as `get("maco", magnitude=...)`."""
-    from PIL import Image
     h, w = _hw(size)
     spectra = []
     for image in images:
         image = np.asarray(image)
         image = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
-        planes = [np.asarray(Image.fromarray(image[..., c]).resize((w, h), Image.BILINEAR))
-                  for c in range(3)]
-        coords = np.asarray(correlate_colors(np.stack(planes, -1) - 0.5))
+        planes = image_io.resize(image[..., :3], w, h, "bilinear")
+        coords = np.asarray(correlate_colors(planes - 0.5))
         spectra.append(np.abs(np.fft.rfft2(np.moveaxis(coords, -1, 0))))
     if not spectra:
         raise ParamError("magnitude_from_images needs at least one image")
