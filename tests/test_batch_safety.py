@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dream_jax.io import atomic, image_io, inputs
+from dream_jax.io import atomic, image_io, input_folders
 from dream_jax.scale import batch
 from dream_jax import render
 from dream_jax.engine.config import DreamConfig
@@ -33,7 +33,7 @@ def _names(folder: Path, files: list[str], spec: str | None = None, texts=("a",)
     for name in files:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(b"x")
-    return list(inputs.entries(spec or str(folder), list(texts), folder.parent / "out"))
+    return list(input_folders.entries(spec or str(folder), list(texts), folder.parent / "out"))
 
 
 @pytest.mark.parametrize("files", [
@@ -69,7 +69,7 @@ def test_a_name_taken_in_two_folders_is_an_error_entry_not_an_overwrite(tmp_path
     assert "already taken" in found[1].error
     listed = tmp_path / "list.txt"
     listed.write_text("in/x/a.png\nin/y/a.png\nin/x/a.png\n")
-    found = list(inputs.entries(str(listed), ["t"], tmp_path / "out"))
+    found = list(input_folders.entries(str(listed), ["t"], tmp_path / "out"))
     assert [o.name for e in found[:2] for _, o in e.outputs] == ["a.png", "a.png.png"]
     assert "already taken" in found[2].error
 
@@ -80,10 +80,10 @@ def test_an_input_folder_is_never_the_output_folder(tmp_path):
     _photo(folder / "p.png")
     for spec in (str(folder), str(folder / "*.png"), str(tmp_path / "*" / "*.png")):
         with pytest.raises(UserError, match="is the input folder"):
-            inputs.check_output_dir(spec, tmp_path / "." / "photos")
+            input_folders.check_output_dir(spec, tmp_path / "." / "photos")
     listed = tmp_path / "list.txt"
     listed.write_text("photos/p.png\n")
-    (entry,) = inputs.entries(str(listed), ["t"], folder)
+    (entry,) = input_folders.entries(str(listed), ["t"], folder)
     assert "its own output" in entry.error
 
 

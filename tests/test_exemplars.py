@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 
 from dream_jax.workbench import exemplars, topk
-from dream_jax.model import DEFAULT as NET, googlenet, preprocess, receptive
-from dream_jax.io import image_io
+from dream_jax.model import DEFAULT as NET, googlenet, receptive
 from tests.conftest import ROOT, assert_one_line_error, run_main
 
 LAYERS = ("inception_3a/output", "inception_3b/output")

@@ -15,7 +15,7 @@ from PIL import Image
 
 from dream_jax.scale import batch, distributed, summary
 from dream_jax.engine import devices
-from dream_jax.io import inputs, stream
+from dream_jax.io import input_folders, stream
 from dream_jax import render
 from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
@@ -153,8 +153,8 @@ def test_list_file_streams_names_and_refuses_taken_ones(tmp_path):
     (tmp_path / "sub").mkdir()
     listing = tmp_path / "list.txt"
     listing.write_text("# photos\na.png\n\nsub/a.png\nsub/a.jpg\nother/a.png\n")
-    assert inputs.count(str(listing)) == 4
-    got = list(inputs.entries(str(listing), ["x"], tmp_path / "out"))
+    assert input_folders.count(str(listing)) == 4
+    got = list(input_folders.entries(str(listing), ["x"], tmp_path / "out"))
     assert [e.input for e in got] == [tmp_path / "a.png", tmp_path / "sub" / "a.png",
                                       tmp_path / "sub" / "a.jpg", tmp_path / "other" / "a.png"]
     assert [e.outputs[0][1].name if e.outputs else None for e in got] == [
@@ -163,7 +163,7 @@ def test_list_file_streams_names_and_refuses_taken_ones(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     with pytest.raises(UserError, match="no input images"):
-        inputs.count(str(empty))
+        input_folders.count(str(empty))
 
 
 def test_grouping_by_shape_keeps_memory_bounded():

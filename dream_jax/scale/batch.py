@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dream_jax import api, errors, render
-from dream_jax.io import atomic, image_io, inputs, stream
+from dream_jax.io import atomic, image_io, input_folders, stream
 from dream_jax.engine import devices as devices_, inputs as engine_inputs
 from dream_jax.scale import distributed, summary as summary_
 from dream_jax.model import weights
@@ -119,7 +119,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
     chosen = (devices if isinstance(devices, list)
               else devices_.choose(devices) if engine == "local" else None)
     out_dir = Path(output_dir)
-    inputs.check_output_dir(input_spec, out_dir)
+    input_folders.check_output_dir(input_spec, out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -130,7 +130,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
                               devices, ray_options or ray_engine.RayOptions(), log)
     atomic.remove_stale_temps(out_dir)  # only dead writers' temps: other processes' stay
     render.check_folder(out_dir)
-    total = inputs.count(input_spec)
+    total = input_folders.count(input_spec)
     job = (summary_.job_fingerprint(input_spec, texts, request, share.num_processes)
            if share.num_processes > 1 else None)
     if job:
@@ -168,7 +168,7 @@ def run_batch(input_spec: str, output_dir: str, request: render.DreamRequest,
 def _read(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: list[str],
           layers: tuple, share: distributed.Share, summary: dict):
     """This process's inputs, decoded and checked (runs on the read-ahead thread)."""
-    for entry in inputs.entries(input_spec, texts, out_dir):
+    for entry in input_folders.entries(input_spec, texts, out_dir):
         if not share.owns(entry.index):
             continue
         if entry.error:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dream_jax.io import atomic, inputs, stream
+from dream_jax.io import atomic, input_folders, stream
 from dream_jax.model import weights
 from dream_jax.scale import batch, summary as summary_
 from dream_jax.engine import compile_cache, devices as devices_, inputs as engine_inputs
@@ -125,7 +125,7 @@ def _rows(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: l
     """The outputs to dream, as names; the existing ones counted as skipped and
     inputs that cannot have outputs as failures, as the local engine does."""
     rows = []
-    for entry in inputs.entries(input_spec, texts, out_dir):
+    for entry in input_folders.entries(input_spec, texts, out_dir):
         if entry.error:
             failures.append((entry.index, -1, {"input": str(entry.input), "error": entry.error}))
             continue
@@ -150,7 +150,7 @@ def run(input_spec: str, out_dir: Path, request: render.DreamRequest, texts: lis
     start = time.perf_counter()
     atomic.remove_stale_temps(out_dir)  # one job, one writer of its temps: the pool
     render.check_folder(out_dir)
-    inputs.count(input_spec)  # no input at all is an error, before Ray starts
+    input_folders.count(input_spec)  # no input at all is an error, before Ray starts
     summary = {"done": 0, "skipped": 0, "failed": [], "interrupted": False, "devices": 0,
                "processes": 1, "engine": "ray", "actors": options.actors,
                **dict.fromkeys(_TIMES, 0.0)}

@@ -17,7 +17,7 @@ import json
 import re
 from pathlib import Path
 
-from dream_jax.io import atomic, inputs
+from dream_jax.io import atomic, input_folders
 from dream_jax.scale.distributed import Share
 from dream_jax.errors import UserError
 
@@ -41,7 +41,7 @@ def job_fingerprint(input_spec: str, texts: list[str], request, num_processes: i
     digest = hashlib.sha256(json.dumps({"request": record, "objectives": texts,
                                         "num_processes": num_processes},
                                        sort_keys=True, default=str).encode())
-    for entry in inputs.entries(input_spec, texts, Path(".")):
+    for entry in input_folders.entries(input_spec, texts, Path(".")):
         digest.update(json.dumps([entry.index, entry.input.name,
                                   [output.name for _, output in entry.outputs]]).encode())
     return digest.hexdigest()[:32]

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dream_jax.io import atomic, image_io, inputs, stream
+from dream_jax.io import atomic, image_io, input_folders, stream
 from dream_jax.model import DEFAULT as NET
 from dream_jax.model import caffe_ops, receptive
 from dream_jax.engine import deepdream, devices as devices_
@@ -76,7 +76,7 @@ def input_root(spec: str) -> Path:
     path = Path(spec)
     if path.is_dir():
         return path
-    if inputs.is_list_file(spec):
+    if input_folders.is_list_file(spec):
         return path.parent
     fixed = [part for part in path.parts[:-1]]
     for i, part in enumerate(fixed):
@@ -126,7 +126,7 @@ class _Read:
 
 def _read(spec: str, root: Path, start: int, size: int, max_pixels: int):
     """Stream entries from `start` on, decoded and squared (on the reader thread)."""
-    for entry in inputs.entries(spec, [""], Path(".")):
+    for entry in input_folders.entries(spec, [""], Path(".")):
         if entry.index < start:
             continue
         name = relative_name(entry.input, root)
@@ -187,7 +187,7 @@ def mine(params, input_spec: str, output_dir, settings: Settings, batch_size: in
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     out_dir = render.check_folder(output_dir)
     atomic.remove_stale_temps(out_dir)
-    inputs.count(input_spec)  # none: one-line error
+    input_folders.count(input_spec)  # none: one-line error
     root = input_root(input_spec)
     chosen = devices if isinstance(devices, list) else devices_.choose(devices)
     size = devices_.padded_size(batch_size, len(chosen))
@@ -316,7 +316,7 @@ def write_patches(params, input_spec: str, root: Path, out_dir: Path, record: di
     fields = {layer: receptive.measure(params, layer, settings.size) for layer in record["layers"]}
     wanted = {e["input"] for entry in record["layers"].values()
               for exemplars in entry["channels"].values() for e in exemplars}
-    paths = {name: e.input for e in inputs.entries(input_spec, [""], Path("."))
+    paths = {name: e.input for e in input_folders.entries(input_spec, [""], Path("."))
              if (name := relative_name(e.input, root)) in wanted}
     cache: dict[str, np.ndarray] = {}
     for layer, entry in record["layers"].items():

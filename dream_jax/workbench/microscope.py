@@ -33,7 +33,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from dream_jax.io import atomic, image_io, inputs
+from dream_jax.io import atomic, image_io, input_folders
 from dream_jax.workbench import attribution, exemplars, heatmap, scores, site
 from dream_jax import objectives, render
 from dream_jax.vis import visualize
@@ -102,7 +102,7 @@ def build(job: Job, input_spec: str, site_dir, weights_dir=None, params=None, de
           batch: int = 0, batch_size: int = 16, log=print, command: str = "") -> Path:
     """Run (or resume) the job and write the site; returns SITE/index.html."""
     site_dir = render.check_folder(site_dir)
-    inputs.count(input_spec)
+    input_folders.count(input_spec)
     _check_job_file(site_dir, job)
     remove_stale_temps(site_dir)
     sha = weights.read_manifest(weights_dir)["sha256"]
@@ -134,7 +134,7 @@ def _save_exemplar_images(job: Job, record: dict, input_spec: str, root: Path,
               for c in job.channel_list(layer)
               for e in record["layers"][layer]["channels"][str(c)]}
     (site_dir / image_path(0)).parent.mkdir(parents=True, exist_ok=True)
-    for entry in inputs.entries(input_spec, [""], Path(".")):
+    for entry in input_folders.entries(input_spec, [""], Path(".")):
         target = site_dir / image_path(entry.index)
         if entry.index in wanted and not target.exists():
             image_io.write_png(target, exemplars.load_square(entry.input, job.exemplar_size))
@@ -211,7 +211,7 @@ def random_images(job: Job, input_spec: str, total: int) -> np.ndarray:
     order = np.random.default_rng(job.seed).permutation(total)[:4 * job.random_images]
     picked = {int(i) for i in order}
     found = []
-    for entry in inputs.entries(input_spec, [""], Path(".")):
+    for entry in input_folders.entries(input_spec, [""], Path(".")):
         if entry.index in picked:
             try:
                 found.append((list(order).index(entry.index),
@@ -242,7 +242,7 @@ def _score(job: Job, layer: str, record: dict, input_spec: str, site_dir: Path, 
     if path.exists():
         return
     channels = job.channel_list(layer)
-    total = sum(1 for _ in inputs.entries(input_spec, [""], Path(".")))
+    total = sum(1 for _ in input_folders.entries(input_spec, [""], Path(".")))
     randoms = random_images(job, input_spec, total)
     pictures = np.stack([image_io.read_image(site_dir / vis_path(layer, c))[0] for c in channels])
     entries = [record["layers"][layer]["channels"][str(c)] for c in channels]
