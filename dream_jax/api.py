@@ -13,7 +13,6 @@ from dream_jax.model import DEFAULT as NET
 from dream_jax.model import preprocess
 from dream_jax import objectives
 from dream_jax.engine import devices as devices_, inputs
-from dream_jax.engine.inputs import guide_data, region_masks  # noqa: F401 -- API
 from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 

@@ -6,8 +6,8 @@ import optax
 import pytest
 
 import dream_jax
-from dream_jax import api, objectives
-from dream_jax.engine import config as config_lib, deepdream, gradients
+from dream_jax import objectives
+from dream_jax.engine import config as config_lib, deepdream, gradients, inputs
 from dream_jax.engine.config import DreamConfig
 from dream_jax.errors import UserError
 
@@ -107,7 +107,7 @@ def test_flat_black_image_never_produces_nan(params):
 def test_guide_objective_pulls_towards_the_guide(params):
     image, guide = _photo(0), _photo(7, size=(80, 80))
     o = objectives.parse(f"guide({LAYER})")
-    data = api.guide_data(params, guide, o.terms)
+    data = inputs.guide_data(params, guide, o.terms)
     out = dream(image, o, params, config=FAST, guide=guide)
     assert _value(params, out, o, data) > _value(params, image, o, data)
     with pytest.raises(UserError, match="guide"):

@@ -212,6 +212,12 @@ def pyramid(images, shapes: tuple[tuple[int, int], ...]):
     return bases
 
 
+def with_detail(base, below):
+    """`base` plus the detail dreamed on the level below (`below`: its dreamed
+    image and its base), zoomed to `base`'s size: where an octave starts."""
+    return base if below is None else base + zoom(below[0] - below[1], base.shape[1:3])
+
+
 @functools.partial(jax.jit, static_argnames=("terms", "gradient", "config"))
 def dream_level(params, base, weights, data, keys, octave, steps, below=None, masks=None, *,
                 terms, gradient, config: StepConfig):
@@ -220,7 +226,7 @@ def dream_level(params, base, weights, data, keys, octave, steps, below=None, ma
     `dream_octave`; the keys are folded with the octave's index (data). Region
     `masks` (B, H, W, K) come at full size and are zoomed here."""
     shape = base.shape[1:3]
-    image = base if below is None else base + zoom(below[0] - below[1], shape)
+    image = with_detail(base, below)
     keys = jax.vmap(jax.random.fold_in, (0, None))(keys, octave)
     if masks is not None:
         masks = jnp.moveaxis(zoom(masks, shape), -1, 1)[..., None]
@@ -297,7 +303,7 @@ def deepdream(params, images, objective_list, config: DreamConfig = DreamConfig(
         else:
             logging.warning("skipping octave %d: %dx%d is too small for %s", octave,
                             shape[1], shape[0], layers[-1])
-            image = base if below is None else base + zoom(below[0] - below[1], shape)
+            image = with_detail(base, below)
         if on_octave:
             jax.block_until_ready(image)  # so progress reports finished work
             on_octave(octave, config.iter_n)
