@@ -1,4 +1,5 @@
 """The Flax GoogLeNet's structure: names, shapes, Caffe pooling/LRN semantics."""
+import functools
 import math
 
 import jax
@@ -15,6 +16,20 @@ def test_parameter_count_matches_published_model():
     assert sum(math.prod(s) for leaves in shapes.values() for s in leaves.values()) == 6_998_552
     assert shapes["conv1/7x7_s2"]["kernel"] == (7, 7, 3, 64)
     assert shapes["loss3/classifier"]["kernel"] == (1024, 1000)
+
+
+@pytest.mark.parametrize("classes", [googlenet.NUM_CLASSES, 365])
+def test_parameter_shapes_are_flax_inits(classes):
+    """The shapes read from the network's definition are the ones flax's own
+    init gives its Conv and Dense layers."""
+    init = functools.partial(googlenet.model("native", classes).init, taps=("prob",))
+    image = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+    flax_params = jax.eval_shape(init, jax.random.PRNGKey(0), image)["params"]
+    assert jax.tree.structure(flax_params) == jax.tree.structure(
+        googlenet.abstract_params(classes))
+    assert jax.tree.leaves(flax_params) == jax.tree.leaves(googlenet.abstract_params(classes))
+    assert list(googlenet.param_shapes(classes)) == [  # in the network's order
+        layer for layer in googlenet.LAYERS if layer in flax_params]
 
 
 def test_layer_shapes_at_224_are_caffes():

@@ -126,14 +126,15 @@ def test_per_layer_source_takes_the_class_count_too(params, shared_weights, tmp_
 def test_loading_checks_the_classifier_against_the_manifest(places_weights, tmp_path):
     copy = shutil.copytree(places_weights, tmp_path / "w")
     manifest = json.loads((copy / "manifest.json").read_text())
-    for wrong, message in [(1000, r"loss3/classifier/bias has shape \(365,\), expected \(1000,\)"),
+    for wrong, message in [(1000, r"loss3/classifier/kernel has shape \(1024, 365\), "
+                                   r"expected \(1024, 1000\)"),
                            ("365", "num_classes must be a positive integer")]:
         (copy / "manifest.json").write_text(json.dumps({**manifest, "num_classes": wrong}))
         with pytest.raises(WeightsError, match=message):
             weights.load_params(copy)
     del manifest["num_classes"]  # a manifest without num_classes means 1000 classes
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(WeightsError, match=r"expected \(1000,\)"):
+    with pytest.raises(WeightsError, match=r"expected \(1024, 1000\)"):
         weights.load_params(copy)
 
 

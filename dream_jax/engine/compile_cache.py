@@ -1,8 +1,10 @@
 """Compiled dream octaves: made in the background, kept in memory and on disk.
 
 `compile_ahead` starts compiling every octave of a dream at once on a thread
-pool (XLA compiles outside the GIL), so later octaves compile while earlier
-ones run; `executable` returns a compiled octave for given argument shapes.
+pool: octaves are traced one at a time (Python, under the GIL) and compiled
+side by side (XLA compiles outside the GIL), so later octaves are traced and
+compiled while earlier ones compile and run; `executable` returns a compiled
+octave for given argument shapes.
 
 On disk there are two caches: jax's persistent compilation cache (compiled
 executables) and exported modules. jax can only consult its cache after
@@ -58,6 +60,9 @@ from dream_jax.errors import UserError
 _folder: Path | None = None
 _compiled: dict[str, Callable] = {}  # key -> compiled executable
 _lock = threading.Lock()
+# Tracing and lowering run Python under the GIL: one at a time, so that the
+# first octave traced starts compiling (outside the GIL) while the next is traced.
+_tracing = threading.Lock()
 OFF = "off"
 
 
@@ -216,15 +221,16 @@ def executable(jitted, static: dict[str, Any], *args) -> Callable:
     with _lock:
         if key in _compiled:
             return _compiled[key]
-    exported = _load_or_export(jitted, key, static, args) if _folder is not None else None
-    lowered = None
-    if exported is not None:
-        try:
-            lowered = jax.jit(exported.call).lower(*args)
-        except Exception as e:  # noqa: BLE001 -- an entry that does not fit is a miss
-            logging.warning("not using the exported %s (%s); tracing it", jitted.__name__, e)
-    if lowered is None:
-        lowered = jitted.lower(*args, **static)
+    with _tracing:
+        exported = _load_or_export(jitted, key, static, args) if _folder is not None else None
+        lowered = None
+        if exported is not None:
+            try:
+                lowered = jax.jit(exported.call).lower(*args)
+            except Exception as e:  # noqa: BLE001 -- an entry that does not fit is a miss
+                logging.warning("not using the exported %s (%s); tracing it", jitted.__name__, e)
+        if lowered is None:
+            lowered = jitted.lower(*args, **static)
     compiled = lowered.compile()
     with _lock:
         return _compiled.setdefault(key, compiled)

@@ -62,14 +62,21 @@ def _conv_custom(x, kernel, strides, padding):
 
 
 def _conv_custom_fwd(x, kernel, strides, padding):
-    return _conv(x, kernel, strides, padding), (x, kernel)
+    """With symbolic zeros, so that the backward pass knows whether anything
+    differentiates the kernel (a dream does not: its gradient is not built)."""
+    out = _conv(x.value, kernel.value, strides, padding)
+    wants_kernel = (True,) if kernel.perturbed else ()  # in the residuals' structure: static
+    return out, (x.value, kernel.value, wants_kernel)
 
 
 def _conv_custom_bwd(strides, padding, residuals, g):
     """The input gradient as a convolution with the kernel flipped and swapped to
     HWIO (jax's transpose rule gives HWOI, which XLA:CPU's fast convolution
-    library only takes outside loops)."""
-    x, kernel = residuals
+    library only takes outside loops); the kernel's gradient only where the
+    kernel is differentiated."""
+    x, kernel, wants_kernel = residuals
+    if isinstance(g, jax.custom_derivatives.SymbolicZero):
+        return None, None
     flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
     pads = []
     for axis, stride, (low, high) in zip((1, 2), strides, padding):
@@ -78,11 +85,13 @@ def _conv_custom_bwd(strides, padding, residuals, g):
         pads.append((size - 1 - low, size - 1 - high + leftover))
     dx = lax.conv_general_dilated(g, flipped, (1, 1), pads, lhs_dilation=strides,
                                   dimension_numbers=_NHWC)
+    if not wants_kernel:
+        return dx, None
     _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, strides, padding), kernel)
-    return dx, kernel_vjp(g)[0]  # the kernel gradient is dead code in a dream
+    return dx, kernel_vjp(g)[0]
 
 
-_conv_custom.defvjp(_conv_custom_fwd, _conv_custom_bwd)
+_conv_custom.defvjp(_conv_custom_fwd, _conv_custom_bwd, symbolic_zeros=True)
 
 
 def conv(x, kernel, strides: tuple[int, int], padding: tuple[tuple[int, int], ...],

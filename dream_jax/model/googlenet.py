@@ -122,8 +122,8 @@ def _inception(ops, block: str, x) -> Iterator[tuple[str, Any]]:
 
 def _tower(ops, x) -> Iterator[tuple[str, Any]]:
     """Every blob of the network in Caffe's order, computed by `ops` (the module
-    on arrays, or `_GeometryOps` on geometry); consumers stop early. The
-    topology is written only here."""
+    on arrays; `_GeometryOps`, `_WiringOps` and `_ParamOps` on what they
+    describe); consumers stop early. The topology is written only here."""
     x = ops.conv(x, 64, 7, "conv1/7x7_s2", stride=2, pad=3)
     yield "conv1/7x7_s2", x
     x = ops.max_pool(x, 3, 2)
@@ -277,20 +277,52 @@ def num_classes(params) -> int:
     return int(params[CLASSIFIER_LAYER]["kernel"].shape[-1])
 
 
-@functools.cache
-def abstract_params(classes: int = NUM_CLASSES):
-    """The parameter pytree as ShapeDtypeStructs (no memory, no weights), for a
-    classifier of `classes` outputs."""
-    init = functools.partial(model("native", classes).init, taps=("prob",))
-    image = jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
-    return jax.eval_shape(init, jax.random.PRNGKey(0), image)["params"]
+class _ParamOps:
+    """`_tower`'s operations on channel counts, recording the parameter shapes
+    flax's Conv and Dense give each learned layer (so no network is traced to
+    learn them)."""
+
+    def __init__(self, classes: int):
+        self.classes, self.shapes = classes, {}
+
+    def conv(self, x, features, kernel, name, stride=1, pad=0):
+        self.shapes[name] = {"kernel": (kernel, kernel, x, features), "bias": (features,)}
+        return features
+
+    def concat(self, branches):
+        return sum(branches)
+
+    def max_pool(self, x, window, stride, pad=0):
+        return x
+
+    def avg_pool(self, x, window):
+        return x
+
+    def norm(self, x):
+        return x
+
+    softmax = norm
+
+    def classifier(self, x):
+        self.shapes[CLASSIFIER_LAYER] = {"kernel": (x, self.classes), "bias": (self.classes,)}
+        return self.classes
 
 
 def param_shapes(classes: int = NUM_CLASSES) -> dict[str, dict[str, tuple[int, ...]]]:
     """{layer: {"kernel": shape, "bias": shape}} for every learned layer, in order,
     for a classifier of `classes` outputs."""
-    return {layer: {k: tuple(v.shape) for k, v in leaves.items()}
-            for layer, leaves in abstract_params(classes).items()}
+    ops = _ParamOps(classes)
+    for _ in _tower(ops, 3):
+        pass
+    return ops.shapes
+
+
+def abstract_params(classes: int = NUM_CLASSES):
+    """The parameter pytree as ShapeDtypeStructs (no memory, no weights), for a
+    classifier of `classes` outputs."""
+    return {layer: {leaf: jax.ShapeDtypeStruct(shape, jnp.float32)
+                    for leaf, shape in leaves.items()}
+            for layer, leaves in param_shapes(classes).items()}
 
 
 @functools.lru_cache(maxsize=512)
@@ -298,25 +330,11 @@ def layer_shapes(height: int, width: int, classes: int = NUM_CLASSES
                  ) -> dict[str, tuple[int, ...] | None]:
     """{tap: (H, W, C) or (classes,)} for one image of this size; None where the
     image is too small for that layer (a size Caffe would also reject)."""
-    params = abstract_params(classes)
-    def trace(taps):
-        image = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
-        out = jax.eval_shape(functools.partial(apply, taps=taps), params, image)
-        return {tap: tuple(out[tap].shape[1:]) for tap in taps}
-
-    try:
-        shapes = trace(LAYERS)
-    except (TypeError, ValueError):  # too small somewhere: find where, layer by layer
-        shapes = {}
-        for tap in LAYERS:
-            try:
-                shapes.update(trace((tap,)))
-            except (TypeError, ValueError):
-                break
     result, too_small = {}, False
-    for tap in LAYERS:  # every layer depends on the one before: once empty, all empty
-        too_small = too_small or tap not in shapes or not all(d > 0 for d in shapes[tap])
-        result[tap] = None if too_small else shapes[tap]
+    for tap, blob in wiring().items():  # each layer depends on the one before
+        h, w = map_size(tap, height), map_size(tap, width)
+        too_small = too_small or min(h, w) < 1
+        result[tap] = None if too_small else (h, w, blob.channels) if blob.channels else (classes,)
     return result
 
 
