@@ -101,16 +101,6 @@ def conv(x, kernel, strides: tuple[int, int], padding: tuple[tuple[int, int], ..
     return fn(x, kernel, tuple(strides), tuple(tuple(p) for p in padding))
 
 
-def flax_conv(kernels: str):
-    """`conv` behind the signature nn.Conv calls (plain convolutions only)."""
-    def conv_general_dilated(x, kernel, strides, padding, lhs_dilation=None, rhs_dilation=None,
-                             dimension_numbers=None, feature_group_count=1, precision=None):
-        assert feature_group_count == 1 and not any(
-            d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-        return conv(x, kernel, strides, padding, kernels)
-    return conv_general_dilated
-
-
 # --- max-pooling ---
 
 def _ceil_pads(n: int, window: int, stride: int, pad: int) -> tuple[int, int]:

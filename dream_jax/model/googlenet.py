@@ -8,11 +8,13 @@ network stops after the deepest requested tap: nothing above it is computed.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from dream_jax.model import caffe_ops, preprocess
 from dream_jax.model.interface import Blob, Model
@@ -70,12 +72,14 @@ class GoogLeNet(nn.Module):
                     break
         return found
 
-    # The operations `_tower` is written in, on arrays.
+    # The operations `_tower` is written in, on arrays. A learned layer's
+    # {"kernel", "bias"} is one flax parameter named after its Caffe layer: the
+    # tree nn.Conv and nn.Dense would make, without a submodule each to trace.
     def conv(self, x, features, kernel, name, stride=1, pad=0):
-        conv = nn.Conv(features, (kernel, kernel), strides=stride,
-                       padding=((pad, pad), (pad, pad)),
-                       conv_general_dilated=caffe_ops.flax_conv(self.kernels), name=name)
-        return nn.relu(conv(x))
+        p = self.param(name, _init_layer, (kernel, kernel, x.shape[-1], features))
+        y = caffe_ops.conv(x, p["kernel"], (stride, stride), ((pad, pad), (pad, pad)),
+                           self.kernels)
+        return nn.relu(y + p["bias"])
 
     def max_pool(self, x, window, stride, pad=0):
         return caffe_ops.max_pool_ceil(x, window, stride, pad=pad, kernels=self.kernels)
@@ -93,10 +97,21 @@ class GoogLeNet(nn.Module):
         # Applied at every pool5 position and averaged: at 224x224 pool5 is 1x1 and
         # this is exactly Caffe's InnerProduct; larger inputs get the
         # fully-convolutional generalisation (class objectives).
-        return nn.Dense(self.num_classes, name=CLASSIFIER_LAYER)(x).mean(axis=(1, 2))
+        p = self.param(CLASSIFIER_LAYER, _init_layer, (x.shape[-1], self.num_classes))
+        logits = lax.dot_general(x, p["kernel"], (((x.ndim - 1,), (0,)), ((), ())))
+        return (logits + p["bias"]).mean(axis=(1, 2))
 
     def softmax(self, x):
         return jax.nn.softmax(x, axis=-1)
+
+
+def _init_layer(key, kernel_shape):
+    """A learned layer's random parameters (LeCun normal kernel, zero bias). flax
+    traces this on every apply to check the shapes, so it is kept to one
+    random draw."""
+    fan_in = math.prod(kernel_shape[:-1])
+    return {"kernel": jax.random.normal(key, kernel_shape) / math.sqrt(fan_in),
+            "bias": jnp.zeros(kernel_shape[-1:])}
 
 
 def _inception(ops, block: str, x) -> Iterator[tuple[str, Any]]:
