@@ -1,6 +1,7 @@
 """Compiled octaves: exported modules on disk give the same pixels, are reused without
 tracing, rebuilt when damaged; only the caller turns the disk caches on."""
 import hashlib
+import time
 from pathlib import Path
 
 import jax
@@ -11,6 +12,7 @@ from absl import logging
 import dream_jax
 from dream_jax.engine import compile_cache
 from dream_jax.engine.config import DreamConfig
+from dream_jax.errors import UserError
 from tests.conftest import QUICK_LAYER as LAYER, smooth_photo as _photo
 
 pytestmark = pytest.mark.slow
@@ -130,23 +132,25 @@ def test_compile_ahead_gets_every_octave_up_front(params, monkeypatch):
     assert shapes == [(49, 57), (69, 80), (96, 112)]
 
 
-def test_a_compilation_that_fails_on_the_pool_is_tried_once_more(monkeypatch):
-    calls = []
+def test_compile_ahead_traces_in_order_one_at_a_time(monkeypatch):
+    """Octaves are traced in the order given and never two at once (tracing holds
+    the GIL: so the first octave needed is the first compiled); an error while
+    tracing reaches the caller's future."""
+    traced, tracing = [], []
 
-    def flaky(jitted, static, *args):
-        calls.append(args)
-        if len(calls) == 1:
-            raise AssertionError("a race while tracing on two threads")
-        return "compiled"
-    monkeypatch.setattr(compile_cache, "executable", flaky)
-    (future,) = compile_cache.compile_ahead(len, [({}, (1,))])
-    assert future.result() == "compiled" and len(calls) == 2
-
-    def refused(jitted, static, *args):
-        calls.append(args)
-        raise compile_cache.UserError("too big")
-    monkeypatch.setattr(compile_cache, "executable", refused)
-    (future,) = compile_cache.compile_ahead(len, [({}, (1,))])
-    with pytest.raises(compile_cache.UserError):
+    def lower(jitted, static, args):
+        tracing.append(args)
+        assert len(tracing) == 1, "two traces at once"
+        time.sleep(0.02)
+        traced.append(args[0])
+        tracing.pop()
+        if args[0] == "too big":
+            raise UserError("too big")
+        return str(args), f"compiled {args[0]}"
+    monkeypatch.setattr(compile_cache, "_lower", lower)
+    futures = compile_cache.compile_ahead(len, [({}, (i,)) for i in range(5)])
+    assert [f.result() for f in futures] == [f"compiled {i}" for i in range(5)]
+    assert traced == list(range(5))
+    (future,) = compile_cache.compile_ahead(len, [({}, ("too big",))])
+    with pytest.raises(UserError, match="too big"):
         future.result()
-    assert len(calls) == 3  # a user's error is not retried

@@ -1,10 +1,10 @@
 """Compiled dream octaves: made in the background, kept in memory and on disk.
 
-`compile_ahead` starts compiling every octave of a dream at once on a thread
-pool: octaves are traced one at a time (Python, under the GIL) and compiled
-side by side (XLA compiles outside the GIL), so later octaves are traced and
-compiled while earlier ones compile and run; `executable` returns a compiled
-octave for given argument shapes.
+`compile_ahead` starts every octave of a dream at once: they are traced in
+order on one thread (Python, under the GIL) and each is compiled on a thread
+pool as soon as it is traced (XLA compiles outside the GIL), so later octaves
+are traced and compiled while earlier ones compile and run; `executable`
+returns a compiled octave for given argument shapes.
 
 On disk there are two caches: jax's persistent compilation cache (compiled
 executables) and exported modules. jax can only consult its cache after
@@ -55,14 +55,11 @@ from jax import export
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 from dream_jax.io import atomic
-from dream_jax.errors import UserError
 
 _folder: Path | None = None
 _compiled: dict[str, Callable] = {}  # key -> compiled executable
 _lock = threading.Lock()
-# Tracing and lowering run Python under the GIL: one at a time, so that the
-# first octave traced starts compiling (outside the GIL) while the next is traced.
-_tracing = threading.Lock()
+_tracing = threading.Lock()  # one trace at a time (see _lower)
 OFF = "off"
 
 
@@ -216,22 +213,31 @@ def executable(jitted, static: dict[str, Any], *args) -> Callable:
     ShapeDtypeStructs; `static` are its static arguments): call it with the
     dynamic arguments only. From memory, else the exported module on disk (no
     tracing) and jax's compilation cache, else traced and compiled."""
+    return _compile(*_lower(jitted, static, args))
+
+
+def _lower(jitted, static, args) -> tuple[str, Any]:
+    """(key, the compiled executable if this process has it, else the lowered
+    module to compile). Tracing holds the GIL, so it is done one at a time."""
     args = abstract(args)
     key = _key(jitted, static, args)
     with _lock:
         if key in _compiled:
-            return _compiled[key]
+            return key, _compiled[key]
     with _tracing:
         exported = _load_or_export(jitted, key, static, args) if _folder is not None else None
-        lowered = None
         if exported is not None:
             try:
-                lowered = jax.jit(exported.call).lower(*args)
+                return key, jax.jit(exported.call).lower(*args)
             except Exception as e:  # noqa: BLE001 -- an entry that does not fit is a miss
                 logging.warning("not using the exported %s (%s); tracing it", jitted.__name__, e)
-        if lowered is None:
-            lowered = jitted.lower(*args, **static)
-    compiled = lowered.compile()
+        return key, jitted.lower(*args, **static)
+
+
+def _compile(key: str, lowered) -> Callable:
+    if not isinstance(lowered, jax.stages.Lowered):
+        return lowered  # compiled already
+    compiled = lowered.compile()  # XLA, outside the GIL
     with _lock:
         return _compiled.setdefault(key, compiled)
 
@@ -242,26 +248,24 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
                                                  thread_name_prefix="dream_jax-compile")
 
 
+@functools.cache
+def _tracer() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="dream_jax-trace")
+
+
 def compile_ahead(jitted, calls: list[tuple[dict, tuple]]) -> list[concurrent.futures.Future]:
-    """Start `executable(jitted, static, *args)` for each (static, args), in
-    order, on a thread pool; returns their futures. The caller's
-    `jax.default_device` (thread-local) goes with them. A compilation that
-    fails on the pool with anything but a UserError is tried once more before
-    the failure counts: tracing on several threads at once is the pool's
-    choice, not the caller's, and a rare race in it must not cost a dream."""
+    """Start `executable(jitted, static, *args)` for each (static, args) and
+    return their futures: traced in order on one thread (so the first octave
+    needed is the first ready), each compiled on a thread pool as soon as it is
+    traced. The caller's `jax.default_device` (thread-local) goes with them."""
     device = jax.config.jax_default_device
 
-    def compile_for_caller(static, args):
+    def lower_for_caller(static, args):
         with jax.default_device(device):
-            try:
-                return executable(jitted, static, *args)
-            except UserError:
-                raise
-            except Exception as e:  # noqa: BLE001 -- retried once, serialised
-                logging.warning("compiling %s on the pool failed (%s: %s); trying again",
-                                jitted.__name__, type(e).__name__, e)
-                return executable(jitted, static, *args)
-    return [_pool().submit(compile_for_caller, static, args) for static, args in calls]
+            return _lower(jitted, static, args)
+    traced = [_tracer().submit(lower_for_caller, static, args) for static, args in calls]
+    return [_pool().submit(lambda t: _compile(*t.result()), t) for t in traced]
 
 
 def _load_or_export(jitted, key, static, args) -> export.Exported | None:

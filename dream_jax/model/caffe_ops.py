@@ -17,6 +17,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from dream_jax.errors import UserError
@@ -77,7 +78,7 @@ def _conv_custom_bwd(strides, padding, residuals, g):
     x, kernel, wants_kernel = residuals
     if isinstance(g, jax.custom_derivatives.SymbolicZero):
         return None, None
-    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+    flipped = lax.transpose(lax.rev(kernel, (0, 1)), (0, 1, 3, 2))
     pads = []
     for axis, stride, (low, high) in zip((1, 2), strides, padding):
         size = kernel.shape[axis - 1]
@@ -112,19 +113,16 @@ def _ceil_pads(n: int, window: int, stride: int, pad: int) -> tuple[int, int]:
 def _window_taps(x, axis: int, window: int, stride: int, pads: tuple[int, int]):
     """The `window` strided views of x (padded with -inf) along one axis."""
     out = (x.shape[axis] + pads[0] + pads[1] - window) // stride + 1
-    padded = jnp.pad(x, [pads if a == axis else (0, 0) for a in range(x.ndim)],
-                     constant_values=-jnp.inf)
-    index = [slice(None)] * x.ndim
-    taps = []
-    for offset in range(window):
-        index[axis] = slice(offset, offset + (out - 1) * stride + 1, stride)
-        taps.append(padded[tuple(index)])
-    return taps
+    config = [(0, 0, 0)] * x.ndim
+    config[axis] = (*pads, 0)
+    padded = lax.pad(x, np.array(-np.inf, x.dtype), config)
+    return [lax.slice_in_dim(padded, offset, offset + (out - 1) * stride + 1, stride, axis)
+            for offset in range(window)]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
 def _max_pool_axis(x, axis, window, stride, pads):
-    return functools.reduce(jnp.maximum, _window_taps(x, axis, window, stride, pads))
+    return functools.reduce(lax.max, _window_taps(x, axis, window, stride, pads))
 
 
 def _max_pool_axis_fwd(x, axis, window, stride, pads):
@@ -138,15 +136,16 @@ def _max_pool_axis_bwd(axis, window, stride, pads, residuals, g):
     fuses, instead of select-and-scatter."""
     x, result = residuals
     out = result.shape[axis]
-    taken = jnp.zeros(result.shape, bool)
-    grad = jnp.zeros_like(x)
+    zero, zeros = np.zeros((), g.dtype), lax.full_like(g, 0)
+    taken = lax.full_like(result, False, bool)
+    grad = lax.full_like(x, 0)
     for offset, tap in enumerate(_window_taps(x, axis, window, stride, pads)):
-        hit = (tap == result) & ~taken
-        taken = taken | hit
+        hit = lax.bitwise_and(lax.eq(tap, result), lax.bitwise_not(taken))
+        taken = lax.bitwise_or(taken, hit)
         low = offset - pads[0]
         config = [(0, 0, 0)] * x.ndim
         config[axis] = (low, x.shape[axis] - low - (out - 1) * stride - 1, stride - 1)
-        grad = grad + lax.pad(jnp.where(hit, g, 0.0), jnp.zeros((), g.dtype), config)
+        grad = lax.add(grad, lax.pad(lax.select(hit, g, zeros), zero, config))
     return (grad,)
 
 
@@ -175,10 +174,12 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,
 
     The channel-window sum is `size` shifted slices of the zero-padded squares,
     added: elementwise work that XLA fuses into one loop."""
-    channels, half = x.shape[-1], size // 2
-    squares = jnp.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(half, half)])
-    window_sum = sum(squares[..., i:i + channels] for i in range(size))
-    scale = k + (alpha / size) * window_sum
+    channels, half, last = x.shape[-1], size // 2, x.ndim - 1
+    config = [(0, 0, 0)] * last + [(half, half, 0)]
+    squares = lax.pad(lax.mul(x, x), np.zeros((), x.dtype), config)
+    window_sum = functools.reduce(lax.add, [lax.slice_in_dim(squares, i, i + channels, axis=last)
+                                            for i in range(size)])
+    scale = lax.add(np.asarray(k, x.dtype), lax.mul(np.asarray(alpha / size, x.dtype), window_sum))
     if math.isclose(beta, 0.75):
-        return x * lax.rsqrt(scale) * lax.rsqrt(lax.sqrt(scale))  # scale ** -0.75
+        return lax.mul(lax.mul(x, lax.rsqrt(scale)), lax.rsqrt(lax.sqrt(scale)))  # scale ** -0.75
     return x * scale ** -beta
