@@ -110,12 +110,15 @@ def _ceil_pads(n: int, window: int, stride: int, pad: int) -> tuple[int, int]:
     return pad, (out - 1) * stride + window - n - pad
 
 
+def _along(ndim: int, axis: int, low: int, high: int, interior: int = 0):
+    """`lax.pad`'s configuration that pads only `axis`."""
+    return [(low, high, interior) if a == axis else (0, 0, 0) for a in range(ndim)]
+
+
 def _window_taps(x, axis: int, window: int, stride: int, pads: tuple[int, int]):
     """The `window` strided views of x (padded with -inf) along one axis."""
     out = (x.shape[axis] + pads[0] + pads[1] - window) // stride + 1
-    config = [(0, 0, 0)] * x.ndim
-    config[axis] = (*pads, 0)
-    padded = lax.pad(x, np.array(-np.inf, x.dtype), config)
+    padded = lax.pad(x, np.array(-np.inf, x.dtype), _along(x.ndim, axis, *pads))
     return [lax.slice_in_dim(padded, offset, offset + (out - 1) * stride + 1, stride, axis)
             for offset in range(window)]
 
@@ -143,8 +146,8 @@ def _max_pool_axis_bwd(axis, window, stride, pads, residuals, g):
         hit = lax.bitwise_and(lax.eq(tap, result), lax.bitwise_not(taken))
         taken = lax.bitwise_or(taken, hit)
         low = offset - pads[0]
-        config = [(0, 0, 0)] * x.ndim
-        config[axis] = (low, x.shape[axis] - low - (out - 1) * stride - 1, stride - 1)
+        config = _along(x.ndim, axis, low, x.shape[axis] - low - (out - 1) * stride - 1,
+                        stride - 1)
         grad = lax.add(grad, lax.pad(lax.select(hit, g, zeros), zero, config))
     return (grad,)
 
@@ -175,8 +178,7 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,
     The channel-window sum is `size` shifted slices of the zero-padded squares,
     added: elementwise work that XLA fuses into one loop."""
     channels, half, last = x.shape[-1], size // 2, x.ndim - 1
-    config = [(0, 0, 0)] * last + [(half, half, 0)]
-    squares = lax.pad(lax.mul(x, x), np.zeros((), x.dtype), config)
+    squares = lax.pad(lax.mul(x, x), np.zeros((), x.dtype), _along(x.ndim, last, half, half))
     window_sum = functools.reduce(lax.add, [lax.slice_in_dim(squares, i, i + channels, axis=last)
                                             for i in range(size)])
     scale = lax.add(np.asarray(k, x.dtype), lax.mul(np.asarray(alpha / size, x.dtype), window_sum))

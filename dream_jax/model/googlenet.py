@@ -137,8 +137,8 @@ def _inception(ops, block: str, x) -> Iterator[tuple[str, Any]]:
 
 def _tower(ops, x) -> Iterator[tuple[str, Any]]:
     """Every blob of the network in Caffe's order, computed by `ops` (the module
-    on arrays; `_GeometryOps`, `_WiringOps` and `_ParamOps` on what they
-    describe); consumers stop early. The topology is written only here."""
+    on arrays, `_GeometryOps` on geometry, `_WiringOps` on the graph);
+    consumers stop early. The topology is written only here."""
     x = ops.conv(x, 64, 7, "conv1/7x7_s2", stride=2, pad=3)
     yield "conv1/7x7_s2", x
     x = ops.max_pool(x, 3, 2)
@@ -208,7 +208,7 @@ class _WiringOps:
     """`_tower`'s operations on `Blob`s: which blob feeds which."""
 
     def conv(self, x, features, kernel, name, stride=1, pad=0):
-        return Blob("conv", (x,), features, name, stride)
+        return Blob("conv", (x,), features, name, stride, kernel)
 
     def concat(self, branches):
         return Blob("concat", tuple(branches), sum(b.channels for b in branches))
@@ -292,44 +292,19 @@ def num_classes(params) -> int:
     return int(params[CLASSIFIER_LAYER]["kernel"].shape[-1])
 
 
-class _ParamOps:
-    """`_tower`'s operations on channel counts, recording the parameter shapes
-    flax's Conv and Dense give each learned layer (so no network is traced to
-    learn them)."""
-
-    def __init__(self, classes: int):
-        self.classes, self.shapes = classes, {}
-
-    def conv(self, x, features, kernel, name, stride=1, pad=0):
-        self.shapes[name] = {"kernel": (kernel, kernel, x, features), "bias": (features,)}
-        return features
-
-    def concat(self, branches):
-        return sum(branches)
-
-    def max_pool(self, x, window, stride, pad=0):
-        return x
-
-    def avg_pool(self, x, window):
-        return x
-
-    def norm(self, x):
-        return x
-
-    softmax = norm
-
-    def classifier(self, x):
-        self.shapes[CLASSIFIER_LAYER] = {"kernel": (x, self.classes), "bias": (self.classes,)}
-        return self.classes
-
-
 def param_shapes(classes: int = NUM_CLASSES) -> dict[str, dict[str, tuple[int, ...]]]:
     """{layer: {"kernel": shape, "bias": shape}} for every learned layer, in order,
-    for a classifier of `classes` outputs."""
-    ops = _ParamOps(classes)
-    for _ in _tower(ops, 3):
-        pass
-    return ops.shapes
+    for a classifier of `classes` outputs: the shapes flax gives them, read from
+    the wiring (so no network is traced to learn them)."""
+    shapes = {}
+    for blob in wiring().values():
+        if blob.op == "conv":
+            kernel = (blob.kernel, blob.kernel, blob.inputs[0].channels, blob.channels)
+            shapes[blob.conv] = {"kernel": kernel, "bias": (blob.channels,)}
+        elif blob.op == "classifier":
+            shapes[CLASSIFIER_LAYER] = {"kernel": (blob.inputs[0].channels, classes),
+                                        "bias": (classes,)}
+    return shapes
 
 
 def abstract_params(classes: int = NUM_CLASSES):

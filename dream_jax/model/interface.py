@@ -22,13 +22,15 @@ Params = Mapping[str, Any]
 @dataclasses.dataclass(eq=False)
 class Blob:
     """One blob of a network's graph: the operation that makes it, the blobs it
-    reads, its channel count, and for a convolution its parameters' name and
-    stride. `name` is the tap it is yielded as (the image: "input")."""
+    reads, its channel count, and for a convolution its parameters' name,
+    stride and kernel size. `name` is the tap it is yielded as (the image:
+    "input")."""
     op: str
     inputs: tuple["Blob", ...] = ()
     channels: int = 3
     conv: str | None = None
     stride: int = 1
+    kernel: int = 1
     name: str = "input"
 
 
