@@ -42,6 +42,25 @@ def test_lrn_matches_caffe_formula():
     np.testing.assert_allclose(out, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("beta,k", [(0.75, 1.0), (0.6, 2.0)])
+def test_lrn_gradient_paths_agree(beta, k):
+    """The custom path's hand-written LRN gradient equals jax's own derivative
+    (at Caffe's activation scale, where the cross-channel term matters)."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(scale=60, size=(2, 5, 6, 13)), jnp.float32)
+    cotangent = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    grads = {}
+    for kernels in KERNEL_PATHS:
+        out, vjp = jax.vjp(lambda x: caffe_ops.local_response_norm(
+            x, alpha=1e-3, beta=beta, k=k, kernels=kernels), x)
+        grads[kernels] = (out, vjp(cotangent)[0])
+    np.testing.assert_array_equal(grads["custom"][0], grads["native"][0])
+    np.testing.assert_allclose(grads["custom"][1], grads["native"][1], rtol=1e-5, atol=1e-6)
+    cross = grads["native"][1] - cotangent * caffe_ops._power(caffe_ops._lrn_scale(
+        x, 5, 1e-3, k), beta)
+    assert float(jnp.abs(cross).max()) > 1e-3  # the window term is not negligible here
+
+
 @pytest.mark.parametrize("size,stride,pad", [(57, 2, 0), (28, 1, 1), (112, 2, 0)])
 def test_max_pool_gradient_paths_agree_and_go_to_one_max(size, stride, pad):
     rng = np.random.default_rng(2)
@@ -62,9 +81,11 @@ def test_max_pool_gradient_paths_agree_and_go_to_one_max(size, stride, pad):
 
 
 @pytest.mark.parametrize("size,kernel,stride,pad", [
-    (224, 7, 2, 3), (223, 7, 2, 3), (57, 3, 1, 1), (28, 5, 1, 2), (30, 1, 1, 0)])
+    (224, 7, 2, 3), (223, 7, 2, 3), (57, 3, 1, 1), (28, 5, 1, 2), (30, 1, 1, 0), (9, 1, 1, 1),
+    (9, 1, 2, 0)])
 def test_conv_gradients_match_xla(size, kernel, stride, pad):
-    """The custom path's hand-written input gradient (and the kernel gradient) equal jax's."""
+    """The custom path's hand-written input gradient (a convolution, or a matrix
+    product for a 1x1 kernel) and the kernel gradient equal jax's."""
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.normal(size=(2, size, size + 3, 4)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 5)), jnp.float32)

@@ -5,8 +5,8 @@
     local_response_norm: cross-channel LRN
 
 Two gradient paths, the same numbers (tested): "native" is jax's own
-autodiff; "custom" writes the input gradients of the convolution and of the
-max-pool out by hand in forms XLA:CPU runs fast (see BUILD_NOTES,
+autodiff; "custom" writes the input gradients of the convolution, the
+max-pool and the LRN out by hand in forms XLA:CPU runs fast (see BUILD_NOTES,
 "Backend-aware kernels"). `resolve_kernels("auto")` picks per backend (the
 scripts take $DREAM_JAX_KERNELS as the default of --kernels: see cli).
 """
@@ -73,23 +73,31 @@ def _conv_custom_fwd(x, kernel, strides, padding):
 def _conv_custom_bwd(strides, padding, residuals, g):
     """The input gradient as a convolution with the kernel flipped and swapped to
     HWIO (jax's transpose rule gives HWOI, which XLA:CPU's fast convolution
-    library only takes outside loops); the kernel's gradient only where the
-    kernel is differentiated."""
+    library only takes outside loops), or for a 1x1 kernel a matrix product with
+    the kernel as it is (no flipped copy: one compiled kernel fewer per layer);
+    the kernel's gradient only where the kernel is differentiated."""
     x, kernel, wants_kernel = residuals
     if isinstance(g, jax.custom_derivatives.SymbolicZero):
         return None, None
-    flipped = lax.transpose(lax.rev(kernel, (0, 1)), (0, 1, 3, 2))
-    pads = []
-    for axis, stride, (low, high) in zip((1, 2), strides, padding):
-        size = kernel.shape[axis - 1]
-        leftover = (x.shape[axis] + low + high - size) % stride  # rows the forward never read
-        pads.append((size - 1 - low, size - 1 - high + leftover))
-    dx = lax.conv_general_dilated(g, flipped, (1, 1), pads, lhs_dilation=strides,
-                                  dimension_numbers=_NHWC)
+    if kernel.shape[:2] == (1, 1) and strides == (1, 1) and padding == ((0, 0), (0, 0)):
+        dx = lax.dot_general(g, kernel[0, 0], (((g.ndim - 1,), (1,)), ((), ())))
+    else:
+        dx = _conv_input_gradient(x.shape, kernel, strides, padding, g)
     if not wants_kernel:
         return dx, None
     _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, strides, padding), kernel)
     return dx, kernel_vjp(g)[0]
+
+
+def _conv_input_gradient(x_shape, kernel, strides, padding, g):
+    flipped = lax.transpose(lax.rev(kernel, (0, 1)), (0, 1, 3, 2))
+    pads = []
+    for axis, stride, (low, high) in zip((1, 2), strides, padding):
+        size = kernel.shape[axis - 1]
+        leftover = (x_shape[axis] + low + high - size) % stride  # rows the forward never read
+        pads.append((size - 1 - low, size - 1 - high + leftover))
+    return lax.conv_general_dilated(g, flipped, (1, 1), pads, lhs_dilation=strides,
+                                    dimension_numbers=_NHWC)
 
 
 _conv_custom.defvjp(_conv_custom_fwd, _conv_custom_bwd, symbolic_zeros=True)
@@ -171,17 +179,59 @@ def max_pool_ceil(x: jax.Array, window: int, stride: int, pad: int = 0,
 
 # --- LRN ---
 
-def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,
-                        beta: float = 0.75, k: float = 1.0) -> jax.Array:
-    """Caffe's cross-channel LRN: x / (k + alpha/size * sum_window x^2) ** beta.
+def _channel_window_sum(v, size: int):
+    """Sum over each channel's window of `size` neighbours (zero beyond the ends):
+    `size` shifted slices of the padded array, added, which XLA fuses into one loop."""
+    channels, half, last = v.shape[-1], size // 2, v.ndim - 1
+    padded = lax.pad(v, np.zeros((), v.dtype), _along(v.ndim, last, half, half))
+    return functools.reduce(lax.add, [lax.slice_in_dim(padded, i, i + channels, axis=last)
+                                      for i in range(size)])
 
-    The channel-window sum is `size` shifted slices of the zero-padded squares,
-    added: elementwise work that XLA fuses into one loop."""
-    channels, half, last = x.shape[-1], size // 2, x.ndim - 1
-    squares = lax.pad(lax.mul(x, x), np.zeros((), x.dtype), _along(x.ndim, last, half, half))
-    window_sum = functools.reduce(lax.add, [lax.slice_in_dim(squares, i, i + channels, axis=last)
-                                            for i in range(size)])
-    scale = lax.add(np.asarray(k, x.dtype), lax.mul(np.asarray(alpha / size, x.dtype), window_sum))
+
+def _lrn_scale(x, size, alpha, k):
+    return lax.add(np.asarray(k, x.dtype),
+                   lax.mul(np.asarray(alpha / size, x.dtype), _channel_window_sum(lax.mul(x, x), size)))
+
+
+def _power(scale, beta):
+    """scale ** -beta, for Caffe's 0.75 in square roots."""
     if math.isclose(beta, 0.75):
-        return lax.mul(lax.mul(x, lax.rsqrt(scale)), lax.rsqrt(lax.sqrt(scale)))  # scale ** -0.75
-    return x * scale ** -beta
+        return lax.mul(lax.rsqrt(scale), lax.rsqrt(lax.sqrt(scale)))
+    return scale ** -beta
+
+
+def _lrn(x, size, alpha, beta, k):
+    return lax.mul(x, _power(_lrn_scale(x, size, alpha, k), beta))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _lrn_custom(x, size, alpha, beta, k):
+    return _lrn(x, size, alpha, beta, k)
+
+
+def _lrn_custom_fwd(x, size, alpha, beta, k):
+    return _lrn(x, size, alpha, beta, k), x
+
+
+def _lrn_custom_bwd(size, alpha, beta, k, x, g):
+    """d/dx of x * s ** -beta with s = k + alpha/size * window_sum(x^2):
+    g * s ** -beta - 2 alpha beta / size * x * window_sum(g * x * s ** (-beta - 1))
+    (the window is symmetric), the scale recomputed from x: two loops, where
+    jax's own derivative keeps every intermediate."""
+    scale = _lrn_scale(x, size, alpha, k)
+    power = _power(scale, beta)
+    spread = _channel_window_sum(lax.div(lax.mul(lax.mul(g, x), power), scale), size)
+    coefficient = np.asarray(2 * alpha * beta / size, x.dtype)
+    return (lax.sub(lax.mul(g, power), lax.mul(coefficient, lax.mul(x, spread))),)
+
+
+_lrn_custom.defvjp(_lrn_custom_fwd, _lrn_custom_bwd)
+
+
+def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,
+                        beta: float = 0.75, k: float = 1.0, kernels: str = "native"
+                        ) -> jax.Array:
+    """Caffe's cross-channel LRN: x / (k + alpha/size * sum_window x^2) ** beta.
+    "custom": its gradient written out (fewer compiled loops); "native": jax's."""
+    fn = _lrn_custom if kernels == "custom" else _lrn
+    return fn(x, size, alpha, beta, k)

@@ -85,7 +85,7 @@ class GoogLeNet(nn.Module):
         return caffe_ops.max_pool_ceil(x, window, stride, pad=pad, kernels=self.kernels)
 
     def norm(self, x):
-        return caffe_ops.local_response_norm(x)
+        return caffe_ops.local_response_norm(x, kernels=self.kernels)
 
     def concat(self, branches):
         return jnp.concatenate(branches, axis=-1)
