@@ -73,3 +73,15 @@ def test_items_do_not_share_optimiser_state():
     for i in range(2):
         alone, _ = loop.ascend(step, z0[i:i + 1], keys[i:i + 1], 3)
         np.testing.assert_allclose(together[i], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_random_offsets_cover_the_closed_range_evenly_and_repeat_per_key():
+    keys = jax.random.split(jax.random.PRNGKey(7), 4000)
+    offsets = np.asarray(jax.jit(jax.vmap(lambda k: loop.random_offsets(k, -3, 3)))(keys))
+    assert offsets.shape == (4000, 2) and offsets.dtype == np.int32
+    counts = np.stack([np.bincount(offsets[:, axis] + 3, minlength=7) for axis in (0, 1)])
+    assert counts.shape == (2, 7) and counts.min() > 4000 / 7 * 0.8  # every value, about evenly
+    assert abs(np.corrcoef(offsets.T)[0, 1]) < 0.1  # dy and dx are not the same draw
+    np.testing.assert_array_equal(loop.random_offsets(keys[0], -3, 3),
+                                  loop.random_offsets(keys[0], -3, 3))
+    assert np.all(np.asarray(loop.random_offsets(keys[0], 0, 0)) == 0)

@@ -79,7 +79,7 @@ def make_step(gradient, config: "StepConfig", weights, references=None, masks=No
     per region (K, H, W, 3), and each counts where its mask is white, at the same
     strength (each is scaled to unit mean |g| under its mask, as if dreamed alone)."""
     def jittered(image, key, weights, reference, masks):
-        oy, ox = jax.random.randint(key, (2,), -config.jitter, config.jitter + 1)
+        oy, ox = loop.random_offsets(key, -config.jitter, config.jitter)
         roll = functools.partial(jnp.roll, shift=(oy, ox), axis=(0, 1))
         g = jnp.roll(gradient(roll(image), weights, jax.tree.map(roll, reference)),
                      (-oy, -ox), (-3, -2))

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy import ndimage
 
+from dream_jax.engine import loop
 from dream_jax.errors import UserError
 
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
@@ -49,7 +50,7 @@ def jitter(d: int) -> Transform:
         if d == 0:
             return image
         h, w, c = image.shape
-        dy, dx = jax.random.randint(key, (2,), 0, d + 1)
+        dy, dx = loop.random_offsets(key, 0, d)
         return jax.lax.dynamic_slice(image, (dy, dx, 0), (h - d, w - d, c))
     return transform
 
