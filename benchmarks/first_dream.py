@@ -9,12 +9,15 @@ with an empty cache folder (cold: every octave compiled), then the same again
 (warm: exported modules and compiled executables from disk); then the same
 default dream in eager PyTorch (`torch_dream`, this interpreter). Each is a
 fresh interpreter timed from start to exit (imports, weights, dream, PNG).
+Ratios: best against best PyTorch, and the median over rounds of each round's
+time against that round's PyTorch.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,8 +61,13 @@ def run(photo: str, rounds: int, jax_pythons: list[str]) -> dict:
     torch_best = min(results["torch_eager_s"])
     for label in labels:
         entry = results[label]
-        entry["cold_vs_torch"] = min(entry["cold_s"]) / torch_best
-        entry["warm_vs_torch"] = min(entry["warm_s"]) / torch_best
+        for kind in ("cold", "warm"):
+            entry[f"{kind}_vs_torch"] = min(entry[f"{kind}_s"]) / torch_best
+            # Each round against that round's PyTorch run: a host whose speed
+            # drifts between rounds moves these less than the best-of ratio.
+            per_round = [a / b for a, b in zip(entry[f"{kind}_s"], results["torch_eager_s"])]
+            entry[f"{kind}_vs_torch_per_round"] = per_round
+            entry[f"{kind}_vs_torch_median_round"] = statistics.median(per_round)
     results["load_average_1min_at_end"] = os.getloadavg()[0]
     return results
 

@@ -97,7 +97,7 @@ def test_the_record_names_the_jax_build_and_replay_on_another_says_so(
         params, weights_dir, dreamed, tmp_path, caplog):
     record = json.loads(image_io.read_png_metadata(dreamed)[render.METADATA_KEY])
     assert record["build"] == build.current()
-    assert set(record["build"]) == {"jax", "jaxlib", "backend", "device"}
+    assert set(record["build"]) == {"dream_jax", "jax", "jaxlib", "backend", "device"}
     with caplog.at_level(logging.WARNING):
         _replay(params, weights_dir, dreamed, tmp_path / "same.png")
     assert "pixels may differ" not in caplog.text  # the same build: nothing to say
@@ -110,5 +110,6 @@ def test_the_record_names_the_jax_build_and_replay_on_another_says_so(
     with caplog.at_level(logging.WARNING):
         again = _replay(params, weights_dir, crafted, tmp_path / "again.png")
     [line] = [r.getMessage() for r in caplog.records if "pixels may differ" in r.getMessage()]
-    assert "jax 0.0.1 (jaxlib 0.0.1)" in line and f"this is jax {build.current()['jax']}" in line
+    assert "jax 0.0.1 (jaxlib 0.0.1)" in line
+    assert f"this is dream_jax {build.current()['dream_jax']}, jax {build.current()['jax']}" in line
     assert again == dreamed.read_bytes()  # replay goes on (here: the same build really)

@@ -1,8 +1,9 @@
-"""Which jax build made a picture: identical bytes are promised only on the same one.
+"""Which build made a picture: identical bytes are promised only on the same one.
 
 XLA may fuse, order and round differently from one jaxlib release (or backend,
-or device) to the next, so a replay on another build gives the same request
-but not always the same pixels. Every record carries `current()`; a replay
+or device) to the next, and a dream_jax release may draw its randomness or
+order its arithmetic differently, so a replay on another build gives the same
+request but not always the same pixels. Every record carries `current()`; a replay
 says in one line when the build differs, then goes on.
 """
 from __future__ import annotations
@@ -13,13 +14,15 @@ from absl import logging
 
 
 def current() -> dict[str, str]:
-    """The build a picture is made on: jax, jaxlib, backend and device kind."""
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
+    """The build a picture is made on: dream_jax, jax, jaxlib, backend and device kind."""
+    from dream_jax import __version__  # the package imports this module's users
+    return {"dream_jax": __version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
             "backend": jax.default_backend(), "device": jax.devices()[0].device_kind}
 
 
 def describe(build: dict) -> str:
-    return (f"jax {build.get('jax', '?')} (jaxlib {build.get('jaxlib', '?')}) on "
+    return (f"dream_jax {build.get('dream_jax', '?')}, jax {build.get('jax', '?')} "
+            f"(jaxlib {build.get('jaxlib', '?')}) on "
             f"{build.get('backend', '?')} {build.get('device', '')}".rstrip())
 
 
