@@ -12,10 +12,11 @@ import jax
 import jaxlib
 from absl import logging
 
+from dream_jax import __version__
+
 
 def current() -> dict[str, str]:
     """The build a picture is made on: dream_jax, jax, jaxlib, backend and device kind."""
-    from dream_jax import __version__  # the package imports this module's users
     return {"dream_jax": __version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
             "backend": jax.default_backend(), "device": jax.devices()[0].device_kind}
 
