@@ -83,20 +83,24 @@ def test_max_pool_gradient_paths_agree_and_go_to_one_max(size, stride, pad):
 @pytest.mark.parametrize("size,kernel,stride,pad", [
     (224, 7, 2, 3), (223, 7, 2, 3), (57, 3, 1, 1), (28, 5, 1, 2), (30, 1, 1, 0), (9, 1, 1, 1),
     (9, 1, 2, 0)])
-def test_conv_gradients_match_xla(size, kernel, stride, pad):
-    """The custom path's hand-written input gradient (a convolution, or a matrix
-    product for a 1x1 kernel) and the kernel gradient equal jax's."""
+def test_conv_relu_gradients_match_xla(size, kernel, stride, pad):
+    """The custom path's hand-written gradients of a convolution with its bias and
+    ReLU (the input's a convolution, or a matrix product for a 1x1 kernel) equal
+    jax's, for the input, the kernel and the bias."""
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.normal(size=(2, size, size + 3, 4)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 5)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(5,)), jnp.float32)
     padding = ((pad, pad), (pad, pad))
 
-    def reference(x, w):
-        return lax.conv_general_dilated(x, w, (stride, stride), padding,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    def reference(x, w, b):
+        return jax.nn.relu(lax.conv_general_dilated(
+            x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")) + b)
 
-    ours, vjp = jax.vjp(lambda x, w: caffe_ops.conv(x, w, (stride, stride), padding, "custom"), x, w)
-    theirs, reference_vjp = jax.vjp(reference, x, w)
+    ours, vjp = jax.vjp(lambda x, w, b: caffe_ops.conv_relu(x, w, b, (stride, stride), padding,
+                                                            "custom"), x, w, b)
+    theirs, reference_vjp = jax.vjp(reference, x, w, b)
+    assert 0 < float(jnp.mean(theirs > 0)) < 1  # the ReLU's mask matters
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
     cotangent = jnp.asarray(rng.normal(size=ours.shape), jnp.float32)
     for got, want in zip(vjp(cotangent), reference_vjp(cotangent)):

@@ -63,6 +63,23 @@ def test_stops_at_the_deepest_requested_tap():
         googlenet.apply(stem, jnp.zeros((1, 64, 64, 3)), ("inception_3a/output",))
 
 
+def test_apply_reads_existing_parameters_without_tracing_their_initializer(monkeypatch):
+    """flax's `param` traces a layer's initializer on every apply to check its shape;
+    the network reads loaded parameters as they are (the store checks shapes), so
+    an apply, and an octave's trace, pays for no initializer."""
+    abstract = googlenet.abstract_params()
+    stem = {k: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape), v)
+            for k, v in abstract.items() if k.startswith("conv")}
+    calls = []
+    real = googlenet._init_layer
+    monkeypatch.setattr(googlenet, "_init_layer", lambda *a: calls.append(a) or real(*a))
+    googlenet.apply(stem, jnp.zeros((1, 64, 64, 3)), ("conv2/norm2",))
+    assert calls == []
+    googlenet.model("native").init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)),
+                                   taps=("conv2/norm2",))
+    assert len(calls) == 3  # a new model's parameters still come from it
+
+
 def test_unknown_layer_lists_valid_names():
     with pytest.raises(ValueError, match="inception_4c/output"):
         googlenet.apply({}, jnp.zeros((1, 224, 224, 3)), ("inception_9z/output",))

@@ -1,6 +1,6 @@
 """The Caffe operations GoogLeNet needs, with Caffe's exact semantics.
 
-    conv:           NHWC/HWIO convolution (zero padding)
+    conv_relu:      NHWC/HWIO convolution (zero padding), bias, ReLU
     max_pool_ceil:  max-pooling whose output size rounds *up* (`pool_size`)
     local_response_norm: cross-channel LRN
 
@@ -57,36 +57,52 @@ def _conv(x, kernel, strides, padding):
     return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_custom(x, kernel, strides, padding):
-    return _conv(x, kernel, strides, padding)
+def _conv_relu(x, kernel, bias, strides, padding):
+    """The native path: jax differentiates it (jax.nn.relu's gradient is 0 at 0)."""
+    return jax.nn.relu(_conv(x, kernel, strides, padding) + bias)
 
 
-def _conv_custom_fwd(x, kernel, strides, padding):
+def _conv_relu_value(x, kernel, bias, strides, padding):
+    """The same value in primitives, for the custom path: jax.nn.relu is a jitted
+    custom_jvp, which costs tracing, and the hand-written gradient needs neither."""
+    y = _conv(x, kernel, strides, padding)
+    return lax.max(lax.add(y, lax.broadcast_in_dim(bias, y.shape, (y.ndim - 1,))),
+                   lax.full_like(y, 0))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _conv_relu_custom(x, kernel, bias, strides, padding):
+    return _conv_relu_value(x, kernel, bias, strides, padding)
+
+
+def _conv_relu_custom_fwd(x, kernel, bias, strides, padding):
     """With symbolic zeros, so that the backward pass knows whether anything
-    differentiates the kernel (a dream does not: its gradient is not built)."""
-    out = _conv(x.value, kernel.value, strides, padding)
-    wants_kernel = (True,) if kernel.perturbed else ()  # in the residuals' structure: static
-    return out, (x.value, kernel.value, wants_kernel)
+    differentiates the parameters (a dream does not: their gradient is not built)."""
+    out = _conv_relu_value(x.value, kernel.value, bias.value, strides, padding)
+    wants_params = (True,) if kernel.perturbed or bias.perturbed else ()  # static structure
+    return out, (x.value, kernel.value, out, wants_params)
 
 
-def _conv_custom_bwd(strides, padding, residuals, g):
-    """The input gradient as a convolution with the kernel flipped and swapped to
-    HWIO (jax's transpose rule gives HWOI, which XLA:CPU's fast convolution
-    library only takes outside loops), or for a 1x1 kernel a matrix product with
-    the kernel as it is (no flipped copy: one compiled kernel fewer per layer);
-    the kernel's gradient only where the kernel is differentiated."""
-    x, kernel, wants_kernel = residuals
+def _conv_relu_custom_bwd(strides, padding, residuals, g):
+    """The ReLU's mask, then the input gradient as a convolution with the kernel
+    flipped and swapped to HWIO (jax's transpose rule gives HWOI, which XLA:CPU's
+    fast convolution library only takes outside loops), or for a 1x1 kernel a
+    matrix product with the kernel as it is (no flipped copy: one compiled kernel
+    fewer per layer); the parameters' gradients only where they are differentiated.
+    One rule for the whole layer: jax would trace the bias and the ReLU's own
+    derivatives on every octave."""
+    x, kernel, out, wants_params = residuals
     if isinstance(g, jax.custom_derivatives.SymbolicZero):
-        return None, None
+        return None, None, None
+    g = lax.select(lax.gt(out, lax.full_like(out, 0)), g, lax.full_like(g, 0))
     if kernel.shape[:2] == (1, 1) and strides == (1, 1) and padding == ((0, 0), (0, 0)):
         dx = lax.dot_general(g, kernel[0, 0], (((g.ndim - 1,), (1,)), ((), ())))
     else:
         dx = _conv_input_gradient(x.shape, kernel, strides, padding, g)
-    if not wants_kernel:
-        return dx, None
+    if not wants_params:
+        return dx, None, None
     _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, strides, padding), kernel)
-    return dx, kernel_vjp(g)[0]
+    return dx, kernel_vjp(g)[0], jnp.sum(g, axis=tuple(range(g.ndim - 1)))
 
 
 def _conv_input_gradient(x_shape, kernel, strides, padding, g):
@@ -100,14 +116,15 @@ def _conv_input_gradient(x_shape, kernel, strides, padding, g):
                                     dimension_numbers=_NHWC)
 
 
-_conv_custom.defvjp(_conv_custom_fwd, _conv_custom_bwd, symbolic_zeros=True)
+_conv_relu_custom.defvjp(_conv_relu_custom_fwd, _conv_relu_custom_bwd, symbolic_zeros=True)
 
 
-def conv(x, kernel, strides: tuple[int, int], padding: tuple[tuple[int, int], ...],
-         kernels: str = "native"):
-    """NHWC x HWIO convolution; `kernels` picks the gradient path."""
-    fn = _conv_custom if kernels == "custom" else _conv
-    return fn(x, kernel, tuple(strides), tuple(tuple(p) for p in padding))
+def conv_relu(x, kernel, bias, strides: tuple[int, int],
+              padding: tuple[tuple[int, int], ...], kernels: str = "native"):
+    """relu(NHWC x HWIO convolution + bias), a Caffe convolution with its in-place
+    ReLU; `kernels` picks the gradient path."""
+    fn = _conv_relu_custom if kernels == "custom" else _conv_relu
+    return fn(x, kernel, bias, tuple(strides), tuple(tuple(p) for p in padding))
 
 
 # --- max-pooling ---

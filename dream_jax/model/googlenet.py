@@ -75,11 +75,19 @@ class GoogLeNet(nn.Module):
     # The operations `_tower` is written in, on arrays. A learned layer's
     # {"kernel", "bias"} is one flax parameter named after its Caffe layer: the
     # tree nn.Conv and nn.Dense would make, without a submodule each to trace.
+    def learned(self, name, kernel_shape):
+        """A learned layer's {"kernel", "bias"}. flax's `param` would trace the
+        initializer on every apply to check an existing parameter's shape (a
+        third of an octave's tracing); the weights store checks every shape when
+        it loads, so an existing parameter is read as it is."""
+        if self.has_variable("params", name):
+            return self.get_variable("params", name)
+        return self.param(name, _init_layer, kernel_shape)
+
     def conv(self, x, features, kernel, name, stride=1, pad=0):
-        p = self.param(name, _init_layer, (kernel, kernel, x.shape[-1], features))
-        y = caffe_ops.conv(x, p["kernel"], (stride, stride), ((pad, pad), (pad, pad)),
-                           self.kernels)
-        return nn.relu(y + p["bias"])
+        p = self.learned(name, (kernel, kernel, x.shape[-1], features))
+        return caffe_ops.conv_relu(x, p["kernel"], p["bias"], (stride, stride),
+                                   ((pad, pad), (pad, pad)), self.kernels)
 
     def max_pool(self, x, window, stride, pad=0):
         return caffe_ops.max_pool_ceil(x, window, stride, pad=pad, kernels=self.kernels)
@@ -97,7 +105,7 @@ class GoogLeNet(nn.Module):
         # Applied at every pool5 position and averaged: at 224x224 pool5 is 1x1 and
         # this is exactly Caffe's InnerProduct; larger inputs get the
         # fully-convolutional generalisation (class objectives).
-        p = self.param(CLASSIFIER_LAYER, _init_layer, (x.shape[-1], self.num_classes))
+        p = self.learned(CLASSIFIER_LAYER, (x.shape[-1], self.num_classes))
         logits = lax.dot_general(x, p["kernel"], (((x.ndim - 1,), (0,)), ((), ())))
         return (logits + p["bias"]).mean(axis=(1, 2))
 
@@ -106,9 +114,7 @@ class GoogLeNet(nn.Module):
 
 
 def _init_layer(key, kernel_shape):
-    """A learned layer's random parameters (LeCun normal kernel, zero bias). flax
-    traces this on every apply to check the shapes, so it is kept to one
-    random draw."""
+    """A learned layer's random parameters (LeCun normal kernel, zero bias)."""
     fan_in = math.prod(kernel_shape[:-1])
     return {"kernel": jax.random.normal(key, kernel_shape) / math.sqrt(fan_in),
             "bias": jnp.zeros(kernel_shape[-1:])}
