@@ -39,7 +39,7 @@ from dream_jax.engine import gradients, loop, optimizers
 from dream_jax.io import image_io
 from dream_jax.vis import parameterize, transforms
 from dream_jax.vis.settings import Settings
-from dream_jax.workbench import heatmap
+from dream_jax.io import heatmap
 from dream_jax.io import record as records, replay as replays
 from dream_jax.errors import UserError
 

@@ -188,7 +188,7 @@ def run(input_path: str, objective_text: str, output: str, method: str = "integr
     """Attribute `objective_text` on the image at `input_path`: writes `output`
     (the overlay PNG) and the raw map beside it; everything is checked before
     the weights load. Returns a summary (paths as given)."""
-    from dream_jax.workbench import heatmap
+    from dream_jax.io import heatmap
     from dream_jax.io import image_io
     from dream_jax.model import weights
     if method not in METHODS:

@@ -33,8 +33,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from dream_jax.io import atomic, image_io, input_folders
-from dream_jax.workbench import attribution, exemplars, heatmap, scores, site
+from dream_jax.io import atomic, heatmap, image_io, input_folders
+from dream_jax.workbench import attribution, exemplars, scores, site
 from dream_jax import objectives, render
 from dream_jax.vis import visualize
 from dream_jax.model import caffe_ops, weights
