@@ -85,3 +85,18 @@ def test_random_offsets_cover_the_closed_range_evenly_and_repeat_per_key():
     np.testing.assert_array_equal(loop.random_offsets(keys[0], -3, 3),
                                   loop.random_offsets(keys[0], -3, 3))
     assert np.all(np.asarray(loop.random_offsets(keys[0], 0, 0)) == 0)
+
+
+def test_roll_is_jnp_roll_for_every_shift_within_its_limit():
+    """Including a limit beyond the axis (a tiny octave under a large jitter), a
+    negative axis and a batch of shifts under vmap, as a dream's step rolls."""
+    x = np.arange(2 * 5 * 7 * 3, dtype=np.float32).reshape(2, 5, 7, 3)
+    for limit in (2, 9):
+        rolled = jax.jit(lambda x, dy, dx, limit=limit: loop.roll(x, (dy, dx), (-3, -2), limit))
+        for dy in range(-limit, limit + 1):
+            for dx in (-limit, 0, 1, limit):
+                np.testing.assert_array_equal(rolled(x, dy, dx), np.roll(x, (dy, dx), (-3, -2)))
+    shifts = np.array([[1, -2], [-3, 3]], np.int32)
+    got = jax.jit(jax.vmap(lambda image, s: loop.roll(image, (s[0], s[1]), (0, 1), 3)))(x, shifts)
+    for image, rolled, s in zip(x, got, shifts):
+        np.testing.assert_array_equal(rolled, np.roll(image, tuple(s), (0, 1)))

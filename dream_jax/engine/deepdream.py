@@ -80,9 +80,9 @@ def make_step(gradient, config: "StepConfig", weights, references=None, masks=No
     strength (each is scaled to unit mean |g| under its mask, as if dreamed alone)."""
     def jittered(image, key, weights, reference, masks):
         oy, ox = loop.random_offsets(key, -config.jitter, config.jitter)
-        roll = functools.partial(jnp.roll, shift=(oy, ox), axis=(0, 1))
-        g = jnp.roll(gradient(roll(image), weights, jax.tree.map(roll, reference)),
-                     (-oy, -ox), (-3, -2))
+        roll = functools.partial(loop.roll, shifts=(oy, ox), axes=(0, 1), limit=config.jitter)
+        g = loop.roll(gradient(roll(image), weights, jax.tree.map(roll, reference)),
+                      (-oy, -ox), (-3, -2), config.jitter)
         if masks is not None:
             strength = (jnp.sum(jnp.abs(g) * masks, axis=(1, 2, 3), keepdims=True)
                         / (3 * jnp.sum(masks, axis=(1, 2, 3), keepdims=True) + _EPS))

@@ -47,6 +47,19 @@ def random_offsets(key, low: int, high: int):
     return (bits % jnp.uint32(high - low + 1)).astype(jnp.int32) + low
 
 
+def roll(x, shifts, axes, limit: int):
+    """`jnp.roll(x, shifts, axes)` for traced shifts known to lie in [-limit, limit]:
+    x wrapped by `limit` on each side of each axis (static slices), then one
+    dynamic slice. jnp.roll takes every shift modulo its axis at run time, which
+    is more compiled kernels in every step that jitters."""
+    widths = [(limit, limit) if a in [ax % x.ndim for ax in axes] else (0, 0)
+              for a in range(x.ndim)]
+    starts = [0] * x.ndim
+    for axis, shift in zip(axes, shifts):
+        starts[axis % x.ndim] = limit - shift
+    return lax.dynamic_slice(jnp.pad(x, widths, mode="wrap"), starts, x.shape)
+
+
 def update(step: Step, variables, grads, opt_state):
     """One item's optax update of `variables` by `grads`, then the projection."""
     updates, opt_state = step.optimizer.update(grads, opt_state, variables)
