@@ -10,13 +10,18 @@ with an empty cache folder (cold: every octave compiled), then the same again
 default dream in eager PyTorch (`torch_dream`, this interpreter). Each is a
 fresh interpreter timed from start to exit (imports, weights, dream, PNG).
 Ratios: best against best PyTorch, and the median over rounds of each round's
-time against that round's PyTorch.
+time against that round's PyTorch. Each process's CPU seconds (its own and its
+children's) and the host's steal time while it ran (CPU time the hypervisor
+gave to other guests, from /proc/stat) are recorded beside its wall time: on
+a shared host the steal says which rounds were disturbed, and CPU seconds move
+less with scheduling than wall time does.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,16 +29,30 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import host
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _timed(command: list[str], env: dict) -> tuple[float, str]:
-    start = time.perf_counter()
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(command: list[str], env: dict) -> tuple[dict, str]:
+    """({"s": wall, "cpu_s": CPU, "steal_s": host steal}, stdout) of one process."""
+    cpu, steal, start = _children_cpu_s(), host.steal_s(), time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"error: {' '.join(command)} failed: {proc.stderr.strip()[-500:]}")
-    return seconds, proc.stdout.strip()
+    return {"s": seconds, "cpu_s": _children_cpu_s() - cpu,
+            "steal_s": host.steal_s() - steal}, proc.stdout.strip()
+
+
+def _append(entry: dict, name: str, measured: dict) -> None:
+    for suffix, value in measured.items():
+        entry.setdefault(f"{name}_{suffix}", []).append(value)
 
 
 def _jax_version(python: str) -> str:
@@ -44,19 +63,19 @@ def _jax_version(python: str) -> str:
 def run(photo: str, rounds: int, jax_pythons: list[str]) -> dict:
     pythons = [sys.executable, *jax_pythons]
     labels = [f"jax {_jax_version(p)}" for p in pythons]
-    results = {"torch_eager_s": [], "torch_note": "", "load_average_1min_at_start":
-               os.getloadavg()[0], **{label: {"cold_s": [], "warm_s": []} for label in labels}}
+    results = {"torch_note": "", "load_average_1min_at_start": os.getloadavg()[0],
+               **{label: {} for label in labels}}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(rounds):
             for j, (python, label) in enumerate(zip(pythons, labels)):
                 env = {**os.environ, "DREAM_JAX_CACHE": f"{tmp}/cache{i}-{j}"}
                 dream = [python, "scripts/dream.py", f"--input={photo}", f"--output={tmp}/jax.png"]
-                results[label]["cold_s"].append(_timed(dream, env)[0])
-                results[label]["warm_s"].append(_timed(dream, env)[0])
-            seconds, note = _timed([sys.executable, "-m", "benchmarks.torch_dream",
-                                    f"--input={photo}", f"--output={tmp}/torch.png"],
-                                   dict(os.environ))
-            results["torch_eager_s"].append(seconds)
+                _append(results[label], "cold", _timed(dream, env)[0])
+                _append(results[label], "warm", _timed(dream, env)[0])
+            measured, note = _timed([sys.executable, "-m", "benchmarks.torch_dream",
+                                     f"--input={photo}", f"--output={tmp}/torch.png"],
+                                    dict(os.environ))
+            _append(results, "torch_eager", measured)
             results["torch_note"] = note
     torch_best = min(results["torch_eager_s"])
     for label in labels:
@@ -68,6 +87,8 @@ def run(photo: str, rounds: int, jax_pythons: list[str]) -> dict:
             per_round = [a / b for a, b in zip(entry[f"{kind}_s"], results["torch_eager_s"])]
             entry[f"{kind}_vs_torch_per_round"] = per_round
             entry[f"{kind}_vs_torch_median_round"] = statistics.median(per_round)
+            entry[f"{kind}_cpu_vs_torch_median_round"] = statistics.median(
+                a / b for a, b in zip(entry[f"{kind}_cpu_s"], results["torch_eager_cpu_s"]))
     results["load_average_1min_at_end"] = os.getloadavg()[0]
     return results
 

@@ -8,7 +8,8 @@ notebook user runs it: `dream_jax.dream(rgb, "channel(...)")`, starting from an
 empty compile cache, so each structure (channel, class) compiles on its first
 call. The calls interleave (dream_jax's call i, then PyTorch's call i) so that
 machine noise hits both alike; at the end the first objective runs once more in
-each, the dream's steady-state time. Prints one line per call and the totals,
+each, the dream's steady-state time. Each call pair also records the host's
+steal time (benchmarks.host). Prints one line per call and the totals,
 and writes a JSON record (default benchmarks/results/research_sweep-DATE-CPU.json).
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 import dream_jax
-from benchmarks import agreement, harness
+from benchmarks import agreement, harness, host
 from benchmarks import torch_reference as ref
 from dream_jax.engine import compile_cache
 from dream_jax.model import preprocess
@@ -85,8 +86,10 @@ def run(photo: str, channels, classes, weights_dir=None, size=(517, 300),
         compile_cache.enable(cache)  # empty: each structure compiles on its first call
         calls = sweep(channels, classes)
         for kind, text, layer, select in calls:
+            steal = host.steal_s()
             rows.append({"structure": kind, "objective": text, "jax_s": jax_call(text),
                          "torch_eager_s": torch_call(layer, select)})
+            rows[-1]["host_steal_s"] = host.steal_s() - steal  # both calls: see benchmarks.host
             print(f"{text:32s} dream_jax {rows[-1]['jax_s']:7.2f} s   "
                   f"torch eager {rows[-1]['torch_eager_s']:7.2f} s", flush=True)
         # Each structure's first objective once more: that dream's steady-state time.
@@ -97,7 +100,7 @@ def run(photo: str, channels, classes, weights_dir=None, size=(517, 300),
         compile_cache.enable(None)
     later = [r["jax_s"] / steady[r["structure"]]["jax_s"] for r in rows
              if r["objective"] != steady[r["structure"]]["objective"]]
-    totals = {k: sum(r[k] for r in rows) for k in ("jax_s", "torch_eager_s")}
+    totals = {k: sum(r[k] for r in rows) for k in ("jax_s", "torch_eager_s", "host_steal_s")}
     record = {
         "benchmark": "research_sweep", "photo": Path(photo).name, "size": f"{size[0]}x{size[1]}",
         "config": {"octave_n": config.octave_n, "iter_n": config.iter_n}, "calls": rows,
@@ -107,7 +110,7 @@ def run(photo: str, channels, classes, weights_dir=None, size=(517, 300),
         "load_average_1min_at_end": os.getloadavg()[0], **harness.environment()}
     print(f"{'total':32s} dream_jax {totals['jax_s']:7.2f} s   "
           f"torch eager {totals['torch_eager_s']:7.2f} s   "
-          f"({record['jax_vs_torch_total']:.2f}x)")
+          f"({record['jax_vs_torch_total']:.2f}x; host steal {totals['host_steal_s']:.1f} s)")
     for s in steady.values():
         print(f"steady {s['objective']}: dream_jax {s['jax_s']:.2f} s, torch eager "
               f"{s['torch_eager_s']:.2f} s")
