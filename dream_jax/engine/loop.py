@@ -52,11 +52,11 @@ def roll(x, shifts, axes, limit: int):
     x wrapped by `limit` on each side of each axis (static slices), then one
     dynamic slice. jnp.roll takes every shift modulo its axis at run time, which
     is more compiled kernels in every step that jitters."""
-    widths = [(limit, limit) if a in [ax % x.ndim for ax in axes] else (0, 0)
-              for a in range(x.ndim)]
+    axes = [axis % x.ndim for axis in axes]
+    widths = [(limit, limit) if a in axes else (0, 0) for a in range(x.ndim)]
     starts = [0] * x.ndim
     for axis, shift in zip(axes, shifts):
-        starts[axis % x.ndim] = limit - shift
+        starts[axis] = limit - shift
     return lax.dynamic_slice(jnp.pad(x, widths, mode="wrap"), starts, x.shape)
 
 

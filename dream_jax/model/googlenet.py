@@ -77,9 +77,9 @@ class GoogLeNet(nn.Module):
     # tree nn.Conv and nn.Dense would make, without a submodule each to trace.
     def learned(self, name, kernel_shape):
         """A learned layer's {"kernel", "bias"}. flax's `param` would trace the
-        initializer on every apply to check an existing parameter's shape (a
-        third of an octave's tracing); the weights store checks every shape when
-        it loads, so an existing parameter is read as it is."""
+        initializer on every apply to check an existing parameter's shape; the
+        weights store checks every shape when it loads, so an existing
+        parameter is read as it is."""
         if self.has_variable("params", name):
             return self.get_variable("params", name)
         return self.param(name, _init_layer, kernel_shape)

@@ -36,10 +36,9 @@ from dream_jax import __version__, objectives, render
 from dream_jax.model import DEFAULT as NET
 from dream_jax.model import caffe_ops, prerelu, preprocess, weights
 from dream_jax.engine import gradients, loop, optimizers
-from dream_jax.io import image_io
+from dream_jax.io import heatmap, image_io
 from dream_jax.vis import parameterize, transforms
 from dream_jax.vis.settings import Settings
-from dream_jax.io import heatmap
 from dream_jax.io import record as records, replay as replays
 from dream_jax.errors import UserError
 
