@@ -7,6 +7,7 @@ Tests that need the real weights skip with a reason when ../shared is absent
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import logging
@@ -58,6 +59,20 @@ def to_model(rgb):
     import jax.numpy as jnp
     from dream_jax.model import preprocess
     return jnp.asarray(preprocess.to_model(rgb, preprocess.DREAM_MEAN_BGR))
+
+
+def imported_names(source: str) -> list[tuple[int, str]]:
+    """(line, dotted name) of each name `source` imports: `import a.b` gives a.b,
+    `from a import b` a.b, `from .a import b` .a.b (the import-rule tests read these)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            found += [(node.lineno, f"{module}.{alias.name}" if node.module else
+                       f"{module}{alias.name}") for alias in node.names]
+    return found
 
 
 @contextlib.contextmanager

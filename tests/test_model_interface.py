@@ -1,7 +1,6 @@
 """The model interface: one registered architecture, its geometry checked against
 its own forward pass (on small random parameters: no weights needed), and the
 rule that the library reaches GoogLeNet only through the interface."""
-import ast
 from pathlib import Path
 
 import jax
@@ -11,6 +10,7 @@ import pytest
 
 from dream_jax import model
 from dream_jax.model import googlenet
+from tests.conftest import imported_names
 
 ROOT = Path(__file__).resolve().parents[1]
 # Allowed to use GoogLeNet's own definition: the model package, and the independent
@@ -21,22 +21,14 @@ CLASSES = 7
 
 def googlenet_imports(source: str) -> list[int]:
     """Line numbers where `source` imports the googlenet module or a name from it."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [f"{node.module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        if any(name.split(".")[-1] == "googlenet" or ".googlenet." in name for name in names):
-            found.append(node.lineno)
-    return found
+    return sorted({line for line, name in imported_names(source)
+                   if name.split(".")[-1] == "googlenet" or ".googlenet." in name})
 
 
 def test_the_scan_finds_every_way_to_import_googlenet():
     assert googlenet_imports("from dream_jax.model import caffe_ops, googlenet") == [1]
     assert googlenet_imports("import dream_jax.model.googlenet as g") == [1]
+    assert googlenet_imports("from . import googlenet") == [1]
     assert googlenet_imports("x = 1\nfrom dream_jax.model.googlenet import LAYERS") == [2]
     assert googlenet_imports("from dream_jax.model import DEFAULT as NET, preprocess") == []
 

@@ -1,10 +1,11 @@
 """The package's layers, read from its imports: `io` is the floor (it imports no
 other part of dream_jax), and the workbench and the scale-out jobs are the top
 (nothing else imports them), so the visualiser and the core stand without them."""
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import imported_names
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dream_jax"
 FLOOR_MAY_IMPORT = {"errors", "__version__", "io"}
@@ -12,16 +13,8 @@ FLOOR_MAY_IMPORT = {"errors", "__version__", "io"}
 
 def imported_parts(path: Path) -> set[str]:
     """The parts of dream_jax (its first-level modules and packages) `path` imports."""
-    parts = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        parts |= {name.split(".")[1] for name in names if name.startswith("dream_jax.")}
-    return parts
+    return {name.split(".")[1] for _, name in imported_names(path.read_text())
+            if name.startswith("dream_jax.")}
 
 
 def part_of(path: Path) -> str:
